@@ -1,0 +1,95 @@
+"""The one error hierarchy of chatledger.
+
+Every error a user can see derives from :class:`ChatledgerError`. Driver errors
+(``sqlite3``, ``psycopg``) are translated at the backend boundary and never
+escape. Each error says what happened and, where it helps, what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BackendUnavailable",
+    "ChatledgerError",
+    "ConcurrencyError",
+    "ConflictError",
+    "IntegrityError",
+    "LeaseLost",
+    "NotFoundError",
+    "PendingToolCallsError",
+    "ReplayDivergence",
+    "ValidationError",
+]
+
+
+class ChatledgerError(Exception):
+    """Base class of every error chatledger raises on purpose."""
+
+
+class ValidationError(ChatledgerError, ValueError):
+    """Raised when input is malformed; ``field`` names the offending field. Nothing was written."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class ConflictError(ChatledgerError):
+    """Raised when an id is reused for different content (a message, a tool call, a conversation)."""
+
+
+class ConcurrencyError(ChatledgerError):
+    """Raised when ``expected_version`` is stale: another writer appended first. Reload and retry."""
+
+    def __init__(self, conversation_id: str, expected: int, actual: int) -> None:
+        self.conversation_id = conversation_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"conversation {conversation_id!r} is at version {actual}, not {expected}: "
+            "another writer appended first; reload and retry"
+        )
+
+
+class NotFoundError(ChatledgerError, LookupError):
+    """Raised when a conversation (or other record) does not exist for this store's tenant."""
+
+
+class PendingToolCallsError(ChatledgerError):
+    """Raised when a history would hand a model an assistant tool call that has no result yet."""
+
+    def __init__(self, conversation_id: str, tool_call_ids: list[str]) -> None:
+        self.conversation_id = conversation_id
+        self.tool_call_ids = tool_call_ids
+        super().__init__(
+            f"conversation {conversation_id!r} has tool calls without a result: {tool_call_ids}; "
+            "run them through the executor, close them, or pass allow_pending=True"
+        )
+
+
+class LeaseLost(ChatledgerError):
+    """Raised when a worker tries to record an outcome for a tool call whose lease it no longer holds."""
+
+
+class ReplayDivergence(ChatledgerError):
+    """Raised when a replayed run asks for something the record does not have, at ``position``."""
+
+    def __init__(self, conversation_id: str, position: int, expected: Any, actual: Any) -> None:
+        self.conversation_id = conversation_id
+        self.position = position
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"replay of {conversation_id!r} diverged at position {position}: "
+            f"recorded {expected!r}, new run {actual!r}"
+        )
+
+
+class IntegrityError(ChatledgerError):
+    """Raised when stored events fail verification (a hash chain is broken)."""
+
+
+class BackendUnavailable(ChatledgerError):
+    """Raised when the database cannot be reached or stays locked; the operation did not complete."""

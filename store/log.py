@@ -1,0 +1,461 @@
+"""The conversation log: the public write and read API over a backend.
+
+:class:`Store` appends batches of chat messages atomically, idempotently (by
+``message_id``) and under optimistic concurrency (``expected_version``), and
+reads conversations, the global log and chat histories back. Lower layers (the
+tool-call executor, adapters) use :meth:`Store.transaction` to append to
+several streams in one atomic unit through a :class:`Writer`, which owns the
+rules every append obeys: tenant scoping, idempotency keys, version checks,
+size limits and the hash chain.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from .chain import GENESIS, event_hash
+from .errors import ConcurrencyError, ConflictError, NotFoundError, PendingToolCallsError, ValidationError
+from .events import ConversationStarted, Event, MessageAppended, event_class
+from .messages import pending_tool_calls, validate_message
+from .recorder import CALL_SEPARATOR, NewRecord, Record, Recorder, StreamHead, WriteTransaction
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "ConversationInfo",
+    "Draft",
+    "PayloadCodec",
+    "Store",
+    "Writer",
+    "check_id",
+    "now_iso",
+]
+
+DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
+MAX_ID_LENGTH = 512
+_UNCHANGED: Any = object()
+
+
+class PayloadCodec(Protocol):
+    """Turns a payload's JSON text into what is stored, and back (encryption plugs in here)."""
+
+    def encode(self, conversation_id: str, text: str) -> str:
+        """The stored form of a payload."""
+
+    def decode(self, conversation_id: str, stored: str) -> str:
+        """The payload's JSON text from its stored form."""
+
+
+class _PlainCodec:
+    def encode(self, conversation_id: str, text: str) -> str:
+        return text
+
+    def decode(self, conversation_id: str, stored: str) -> str:
+        return stored
+
+
+@dataclass(frozen=True)
+class Draft:
+    """An event to append: its class, its payload and an optional idempotency key."""
+
+    cls: type[Event]
+    payload: dict[str, Any]
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    """One conversation as listed: its id, tenant, version, times and metadata."""
+
+    conversation_id: str
+    tenant: str
+    version: int
+    created_at: str
+    updated_at: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def now_iso() -> str:
+    """The current UTC time in the form every event stores."""
+    return datetime.now(UTC).isoformat()
+
+
+def check_id(value: Any, what: str) -> str:
+    """Validate an id: a non-empty string of at most 512 characters with no control characters."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(what, "must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationError(what, f"is {len(value)} characters, more than {MAX_ID_LENGTH}")
+    for ch in value:
+        if ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF:
+            raise ValidationError(what, f"contains the control or surrogate character {ch!r}")
+    return value
+
+
+class Writer:
+    """The appends of one atomic transaction, possibly across several streams."""
+
+    def __init__(self, store: Store, tx: WriteTransaction) -> None:
+        self._store = store
+        self._tx = tx
+        self._heads: dict[str, StreamHead] = {}
+
+    def head(self, stream_id: str) -> StreamHead | None:
+        """A stream's head as of this transaction (locked), scoped to the store's tenant."""
+        head = self._heads.get(stream_id)
+        if head is None:
+            head = self._tx.head(stream_id)
+            if head is None:
+                return None
+            if head.tenant != self._store.tenant:
+                return None
+            self._heads[stream_id] = head
+        return head
+
+    def create_stream(
+        self,
+        stream_id: str,
+        conversation_id: str,
+        kind: str,
+        *,
+        status: str | None = None,
+        metadata: str | None = None,
+    ) -> StreamHead:
+        """Create an empty stream owned by this store's tenant."""
+        now = now_iso()
+        head = StreamHead(
+            stream_id, conversation_id, self._store.tenant, kind, 0, GENESIS, now, now, status, None,
+            metadata,
+        )
+        self._tx.create_stream(head)
+        self._heads[stream_id] = head
+        return head
+
+    def append(
+        self,
+        stream_id: str,
+        drafts: Sequence[Draft],
+        *,
+        expected_version: int | None = None,
+        status: Any = _UNCHANGED,
+        lease_until: Any = _UNCHANGED,
+    ) -> list[Event]:
+        """Append events to an existing stream; return the stored events, in order.
+
+        A draft whose key is already in the stream with equal payload is not
+        appended again: the stored event is returned in its place. An equal key
+        with a different payload raises ConflictError. When every draft is such
+        a duplicate the call is a pure no-op and ``expected_version`` is not
+        checked, so that a retried append succeeds.
+
+        Raises:
+            NotFoundError: the stream does not exist for this tenant.
+            ConcurrencyError: ``expected_version`` is not the stream's version.
+            ConflictError: a key is reused with different content.
+            ValidationError: a payload cannot be stored (too large, not JSON, bad unicode).
+        """
+        store = self._store
+        head = self.head(stream_id)
+        if head is None:
+            raise NotFoundError(f"conversation {_conversation_of(stream_id)!r} does not exist")
+        encoded = [store._encode_payload(head.conversation_id, d, i) for i, d in enumerate(drafts)]
+        keys = [d.key for d in drafts if d.key is not None]
+        if len(set(keys)) != len(keys):
+            raise ConflictError(f"the same id appears twice in one batch for {head.conversation_id!r}")
+        existing = self._tx.records_by_keys(stream_id, keys) if keys else {}
+        results: list[Event | None] = [None] * len(drafts)
+        fresh: list[int] = []
+        for i, draft in enumerate(drafts):
+            old = existing.get(draft.key) if draft.key is not None else None
+            if old is None:
+                fresh.append(i)
+                continue
+            if old.type != draft.cls.TYPE or store._payload_of(old) != json.loads(encoded[i][0]):
+                raise ConflictError(
+                    f"id {draft.key!r} in conversation {head.conversation_id!r} was already used "
+                    "for different content"
+                )
+            results[i] = store.decode(old)
+        if not fresh:
+            return [r for r in results if r is not None]
+        if expected_version is not None and expected_version != head.version:
+            raise ConcurrencyError(head.conversation_id, expected_version, head.version)
+        version, prev = head.version, head.head_hash
+        recorded_at = now_iso()
+        new_records = []
+        for i in fresh:
+            draft, (_, stored) = drafts[i], encoded[i]
+            version += 1
+            event_id = uuid.uuid4().hex
+            digest = event_hash(
+                prev, stream_id=stream_id, version=version, event_id=event_id, type_name=draft.cls.TYPE,
+                schema_version=draft.cls.SCHEMA_VERSION, key=draft.key, recorded_at=recorded_at,
+                tenant=head.tenant, payload=stored, signing_key=store.signing_key,
+            )
+            new_records.append(
+                NewRecord(
+                    stream_id, version, head.conversation_id, head.tenant, event_id, draft.cls.TYPE,
+                    draft.cls.SCHEMA_VERSION, draft.key, recorded_at, stored, digest,
+                )
+            )
+            prev = digest
+        positions = self._tx.insert(new_records)
+        new_status = head.status if status is _UNCHANGED else status
+        new_lease = head.lease_until if lease_until is _UNCHANGED else lease_until
+        self._tx.update_head(stream_id, version, prev, recorded_at, new_status, new_lease)
+        self._heads[stream_id] = StreamHead(
+            head.stream_id, head.conversation_id, head.tenant, head.kind, version, prev, head.created_at,
+            recorded_at, new_status, new_lease, head.metadata,
+        )
+        for i, rec, pos in zip(fresh, new_records, positions, strict=True):
+            payload = json.loads(encoded[i][0])
+            results[i] = drafts[i].cls.model_validate(
+                {
+                    "event_id": rec.event_id, "conversation_id": rec.conversation_id,
+                    "stream_id": rec.stream_id, "version": rec.version, "position": pos,
+                    "recorded_at": rec.recorded_at, "tenant": rec.tenant, **payload,
+                }
+            )
+        return [r for r in results if r is not None]
+
+
+def _conversation_of(stream_id: str) -> str:
+    return stream_id.split(CALL_SEPARATOR, 1)[0]
+
+
+class Store:
+    """An event-sourced conversation store over one backend, scoped to one tenant.
+
+    Build it with :func:`chatledger.store.open_store`.
+    """
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        *,
+        tenant: str = "default",
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        codec: PayloadCodec | None = None,
+        signing_key: bytes | None = None,
+        url: str = "",
+    ) -> None:
+        self.recorder = recorder
+        self.tenant = check_id(tenant, "tenant")
+        self.max_event_bytes = max_event_bytes
+        self.codec: PayloadCodec = codec or _PlainCodec()
+        self.signing_key = signing_key
+        self.url = url
+
+    # -- context management -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the backend's connections."""
+        self.recorder.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Writer]:
+        """An atomic unit of appends to one or more streams: all are stored, or none."""
+        with self.recorder.write() as tx:
+            yield Writer(self, tx)
+
+    def start_conversation(
+        self,
+        conversation_id: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        forked_from: Mapping[str, Any] | None = None,
+        exist_ok: bool = False,
+    ) -> str:
+        """Create a conversation and return its id (a new UUID unless one is given).
+
+        Raises:
+            ConflictError: the id exists already (unless ``exist_ok``; then it is returned as it is).
+            ValidationError: the id or metadata cannot be stored.
+        """
+        conv = uuid.uuid4().hex if conversation_id is None else check_id(conversation_id, "conversation_id")
+        meta = dict(metadata or {})
+        meta_text = self._dumps(meta, "metadata")
+        draft = Draft(ConversationStarted, {"metadata": meta, "forked_from": dict(forked_from or {}) or None})
+        with self.transaction() as w:
+            if w.head(conv) is not None:
+                if exist_ok:
+                    return conv
+                raise ConflictError(f"conversation {conv!r} exists already")
+            w.create_stream(conv, conv, "conversation", metadata=meta_text)
+            w.append(conv, [draft])
+        return conv
+
+    def append(
+        self,
+        conversation_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+        message_ids: Sequence[str | None] | None = None,
+        meta: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[MessageAppended]:
+        """Append a batch of chat messages atomically; return their events.
+
+        Args:
+            conversation_id: the conversation to append to.
+            messages: OpenAI chat-format messages, stored verbatim.
+            expected_version: the conversation version the caller last saw; a stale one fails.
+            message_ids: the client's own ids (AutoGen, OpenAI); missing ones are assigned.
+                A message whose id is already stored with the same content is not appended again.
+            meta: adapter metadata per message (never sent to a model).
+
+        Raises:
+            ValidationError: a message is malformed (the field is named); nothing is written.
+            ConcurrencyError: ``expected_version`` is stale; nothing is written.
+            ConflictError: a message id was already used for different content.
+            NotFoundError: the conversation does not exist for this tenant.
+        """
+        if isinstance(messages, Mapping) or not isinstance(messages, Sequence):
+            raise ValidationError("messages", "must be a list of message objects")
+        if message_ids is not None and len(message_ids) != len(messages):
+            raise ValidationError("message_ids", "must have one entry per message")
+        if meta is not None and len(meta) != len(messages):
+            raise ValidationError("meta", "must have one entry per message")
+        drafts = []
+        for i, message in enumerate(messages):
+            msg = validate_message(message, f"messages[{i}]")
+            mid = message_ids[i] if message_ids is not None else None
+            mid = uuid.uuid4().hex if mid is None else check_id(mid, f"message_ids[{i}]")
+            payload: dict[str, Any] = {"message_id": mid, "message": msg}
+            if meta is not None and meta[i] is not None:
+                payload["meta"] = dict(meta[i] or {})
+            drafts.append(Draft(MessageAppended, payload, key=mid))
+        check_id(conversation_id, "conversation_id")
+        with self.transaction() as w:
+            events = w.append(conversation_id, drafts, expected_version=expected_version)
+        return [e for e in events if isinstance(e, MessageAppended)]
+
+    # -- payload handling ---------------------------------------------------------------------
+
+    def _dumps(self, payload: Any, where: str) -> str:
+        try:
+            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except RecursionError:
+            raise ValidationError(where, "is nested too deeply to store") from None
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(where, f"is not JSON: {exc}") from None
+        return text
+
+    def _encode_payload(self, conversation_id: str, draft: Draft, index: int) -> tuple[str, str]:
+        where = f"messages[{index}]" if draft.cls is MessageAppended else draft.cls.TYPE
+        text = self._dumps(draft.payload, where)
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValidationError(where, "contains invalid unicode (a lone surrogate)") from None
+        if size > self.max_event_bytes:
+            raise ValidationError(where, f"is {size} bytes, over the event size limit of {self.max_event_bytes}")
+        return text, self.codec.encode(conversation_id, text)
+
+    def _payload_of(self, record: Record) -> Any:
+        return json.loads(self.codec.decode(record.conversation_id, record.payload))
+
+    def decode(self, record: Record) -> Event:
+        """Turn a stored record into its event (upcasting old schema versions)."""
+        cls = event_class(record.type)
+        payload = self._payload_of(record)
+        if record.schema_version < cls.SCHEMA_VERSION:
+            payload = cls.upcast(payload, record.schema_version)
+        return cls.model_validate(
+            {
+                "event_id": record.event_id, "conversation_id": record.conversation_id,
+                "stream_id": record.stream_id, "version": record.version, "position": record.position,
+                "recorded_at": record.recorded_at, "tenant": record.tenant, **payload,
+            }
+        )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _head(self, conversation_id: str) -> StreamHead:
+        head = self.recorder.get_head(conversation_id) if isinstance(conversation_id, str) else None
+        if head is None or head.tenant != self.tenant or head.kind != "conversation":
+            raise NotFoundError(f"conversation {conversation_id!r} does not exist")
+        return head
+
+    def version(self, conversation_id: str) -> int:
+        """The conversation's current version (its number of events)."""
+        return self._head(conversation_id).version
+
+    def conversation(self, conversation_id: str) -> ConversationInfo:
+        """One conversation's listing entry."""
+        return _info(self._head(conversation_id))
+
+    def conversations(self, limit: int | None = None) -> list[ConversationInfo]:
+        """This tenant's conversations, oldest first."""
+        return [_info(h) for h in self.recorder.list_heads("conversation", self.tenant, limit)]
+
+    def events(self, conversation_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """A conversation's events with version > ``after``, in order."""
+        self._head(conversation_id)
+        return [self.decode(r) for r in self.recorder.read_stream(conversation_id, after, limit)]
+
+    def stream_events(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """Any stream's events (a tool call's, a side stream's), scoped to this tenant."""
+        return [
+            self.decode(r)
+            for r in self.recorder.read_stream(stream_id, after, limit)
+            if r.tenant == self.tenant
+        ]
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> list[Event]:
+        """This tenant's events in global order, after position ``after``."""
+        return [self.decode(r) for r in self.recorder.read_all(after, limit, self.tenant)]
+
+    def iter_all(self, after: int = 0, batch: int = 1000) -> Iterator[Event]:
+        """Stream this tenant's whole log in global order without loading it into memory."""
+        for record in self.recorder.iter_all(after, batch, self.tenant):
+            yield self.decode(record)
+
+    def last_position(self) -> int:
+        """The global position of the newest event in the log."""
+        return self.recorder.last_position()
+
+    def messages(self, conversation_id: str, as_of: int | None = None) -> list[dict[str, Any]]:
+        """The conversation's messages exactly as appended, up to version ``as_of``."""
+        self._head(conversation_id)
+        payloads = self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of)
+        decode = self.codec.decode
+        return [json.loads(decode(conversation_id, p))["message"] for p in payloads]
+
+    def history(
+        self, conversation_id: str, as_of: int | None = None, *, allow_pending: bool = False
+    ) -> list[dict[str, Any]]:
+        """The conversation as OpenAI chat messages, ready to send to a model.
+
+        Raises:
+            PendingToolCallsError: an assistant tool call has no result yet
+                (unless ``allow_pending``); the executor closes such calls.
+            NotFoundError: no such conversation for this tenant.
+        """
+        msgs = self.messages(conversation_id, as_of)
+        if not allow_pending:
+            pending = pending_tool_calls(msgs)
+            if pending:
+                raise PendingToolCallsError(conversation_id, pending)
+        return msgs
+
+
+def _info(head: StreamHead) -> ConversationInfo:
+    return ConversationInfo(
+        head.conversation_id, head.tenant, head.version, head.created_at, head.updated_at,
+        json.loads(head.metadata) if head.metadata else {},
+    )
+

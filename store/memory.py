@@ -1,0 +1,163 @@
+"""In-memory backend: the reference implementation, for tests and notebooks.
+
+It keeps the same guarantees as the database backends within one process:
+a write transaction holds a lock for its whole duration and stages its
+changes, which become visible all at once on commit or vanish on error.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+
+from .errors import ConflictError
+from .recorder import NewRecord, Record, StreamHead
+
+__all__ = ["MemoryRecorder"]
+
+
+class _Tx:
+    def __init__(self, rec: MemoryRecorder) -> None:
+        self._rec = rec
+        self.heads: dict[str, StreamHead] = {}
+        self.records: list[Record] = []
+        self.next_position = rec._next_position
+
+    def head(self, stream_id: str) -> StreamHead | None:
+        return self.heads.get(stream_id) or self._rec._heads.get(stream_id)
+
+    def create_stream(self, head: StreamHead) -> None:
+        if self.head(head.stream_id) is not None:
+            raise ConflictError(f"stream {head.stream_id!r} exists already")
+        self.heads[head.stream_id] = head
+
+    def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
+        found: dict[str, Record] = {}
+        wanted = set(keys)
+        for rec in [*self._rec._streams.get(stream_id, []), *self.records]:
+            if rec.stream_id == stream_id and rec.key in wanted:
+                found[str(rec.key)] = rec
+        return found
+
+    def insert(self, records: Sequence[NewRecord]) -> list[int]:
+        positions = []
+        taken_ids = {r.event_id for r in self.records}
+        for new in records:
+            if new.event_id in self._rec._event_ids or new.event_id in taken_ids:
+                raise ConflictError(f"event id {new.event_id!r} exists already")
+            stream = [*self._rec._streams.get(new.stream_id, []), *self.records]
+            if any(r.stream_id == new.stream_id and r.version == new.version for r in stream[-2:]):
+                raise ConflictError(f"stream {new.stream_id!r} has version {new.version} already")
+            rec = Record(self.next_position, *(getattr(new, f) for f in NewRecord.__slots__))
+            self.records.append(rec)
+            taken_ids.add(new.event_id)
+            positions.append(self.next_position)
+            self.next_position += 1
+        return positions
+
+    def update_head(
+        self,
+        stream_id: str,
+        version: int,
+        head_hash: str,
+        updated_at: str,
+        status: str | None,
+        lease_until: float | None,
+    ) -> None:
+        head = self.head(stream_id)
+        assert head is not None, stream_id
+        self.heads[stream_id] = replace(
+            head, version=version, head_hash=head_hash, updated_at=updated_at, status=status,
+            lease_until=lease_until,
+        )
+
+
+class MemoryRecorder:
+    """The in-memory implementation of :class:`~chatledger.store.recorder.Recorder`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._log: list[Record] = []
+        self._streams: dict[str, list[Record]] = {}
+        self._heads: dict[str, StreamHead] = {}
+        self._event_ids: set[str] = set()
+        self._next_position = 1
+
+    @contextmanager
+    def write(self) -> Iterator[_Tx]:
+        """Hold the store's lock, stage the changes, apply them only if the block succeeds."""
+        with self._lock:
+            tx = _Tx(self)
+            yield tx
+            for rec in tx.records:
+                self._log.append(rec)
+                self._streams.setdefault(rec.stream_id, []).append(rec)
+                self._event_ids.add(rec.event_id)
+            self._heads.update(tx.heads)
+            self._next_position = tx.next_position
+
+    def read_stream(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
+        with self._lock:
+            recs = [r for r in self._streams.get(stream_id, []) if r.version > after]
+        return recs if limit is None else recs[:limit]
+
+    def read_payloads(self, stream_id: str, type_name: str, upto: int | None = None) -> list[str]:
+        with self._lock:
+            return [
+                r.payload
+                for r in self._streams.get(stream_id, [])
+                if r.type == type_name and (upto is None or r.version <= upto)
+            ]
+
+    def read_all(
+        self, after: int = 0, limit: int | None = None, tenant: str | None = None
+    ) -> list[Record]:
+        with self._lock:
+            out: list[Record] = []
+            for r in self._log[max(after, 0) :]:
+                if tenant is None or r.tenant == tenant:
+                    out.append(r)
+                    if limit is not None and len(out) >= limit:
+                        break
+            return out
+
+    def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
+        while True:
+            page = self.read_all(after, batch, tenant)
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].position
+
+    def get_head(self, stream_id: str) -> StreamHead | None:
+        with self._lock:
+            return self._heads.get(stream_id)
+
+    def list_heads(
+        self,
+        kind: str,
+        tenant: str | None,
+        limit: int | None = None,
+        status: Sequence[str] | None = None,
+        conversation_id: str | None = None,
+    ) -> list[StreamHead]:
+        with self._lock:
+            heads = [
+                h
+                for h in self._heads.values()
+                if h.kind == kind
+                and (tenant is None or h.tenant == tenant)
+                and (not status or h.status in status)
+                and (conversation_id is None or h.conversation_id == conversation_id)
+            ]
+        heads.sort(key=lambda h: (h.created_at, h.stream_id))
+        return heads if limit is None else heads[:limit]
+
+    def last_position(self) -> int:
+        with self._lock:
+            return self._next_position - 1
+
+    def close(self) -> None:
+        """Nothing to release."""

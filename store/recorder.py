@@ -1,0 +1,163 @@
+"""The narrow storage seam every backend implements.
+
+A backend stores two things: **events** (rows keyed by ``(stream_id,
+version)``, with a unique ``event_id``, a unique ``(stream_id, key)`` for
+idempotency and a global ``position``) and **stream heads** (one row per stream:
+its version, the hash of its last event and, for tool calls, a status and a
+lease deadline). Everything above this seam (idempotency, hash chains, tool
+leases) is written once in terms of a :class:`WriteTransaction` and is shared by
+every backend, so the backends only differ in SQL and locking.
+
+Streams: a conversation is a stream whose id is the conversation id; each tool
+call of a conversation has its own stream (see :func:`call_stream_id`), so that
+claims on a call never race with message appends to the conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "CALL_SEPARATOR",
+    "NewRecord",
+    "Record",
+    "Recorder",
+    "StreamHead",
+    "WriteTransaction",
+    "call_stream_id",
+    "side_stream_id",
+]
+
+CALL_SEPARATOR = "\x1f"
+
+
+def call_stream_id(conversation_id: str, tool_call_id: str) -> str:
+    """The stream holding one tool call's lifecycle (conversation ids never contain the separator)."""
+    return f"{conversation_id}{CALL_SEPARATOR}call{CALL_SEPARATOR}{tool_call_id}"
+
+
+def side_stream_id(conversation_id: str, name: str) -> str:
+    """A named side stream of a conversation (for example recorded model responses)."""
+    return f"{conversation_id}{CALL_SEPARATOR}{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    """One stream's head: where it stands and, for tool calls, its status and lease deadline."""
+
+    stream_id: str
+    conversation_id: str
+    tenant: str
+    kind: str
+    version: int
+    head_hash: str
+    created_at: str
+    updated_at: str
+    status: str | None = None
+    lease_until: float | None = None
+    metadata: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """An event on its way into the log (it has no global position yet)."""
+
+    stream_id: str
+    version: int
+    conversation_id: str
+    tenant: str
+    event_id: str
+    type: str
+    schema_version: int
+    key: str | None
+    recorded_at: str
+    payload: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A stored event row, as read back from a backend."""
+
+    position: int
+    stream_id: str
+    version: int
+    conversation_id: str
+    tenant: str
+    event_id: str
+    type: str
+    schema_version: int
+    key: str | None
+    recorded_at: str
+    payload: str
+    hash: str
+
+
+class WriteTransaction(Protocol):
+    """One atomic unit of writes. Heads read through it are locked until it ends."""
+
+    def head(self, stream_id: str) -> StreamHead | None:
+        """Read (and lock) a stream's head; None when the stream does not exist."""
+
+    def create_stream(self, head: StreamHead) -> None:
+        """Create a stream head; raises ConflictError when it exists already."""
+
+    def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
+        """The stored records of a stream having any of these idempotency keys."""
+
+    def insert(self, records: Sequence[NewRecord]) -> list[int]:
+        """Insert records, returning their global positions in order."""
+
+    def update_head(
+        self,
+        stream_id: str,
+        version: int,
+        head_hash: str,
+        updated_at: str,
+        status: str | None,
+        lease_until: float | None,
+    ) -> None:
+        """Move a stream's head forward (status and lease are the tool ledger's)."""
+
+
+class Recorder(Protocol):
+    """A backend: atomic writes plus the reads every other layer needs."""
+
+    def write(self) -> AbstractContextManager[WriteTransaction]:
+        """Open a write transaction: committed when the block ends, rolled back on error."""
+
+    def read_stream(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
+        """A stream's records with version > ``after``, in version order."""
+
+    def read_payloads(self, stream_id: str, type_name: str, upto: int | None = None) -> list[str]:
+        """The raw payloads of one event type in a stream, in version order (fast path for history)."""
+
+    def read_all(
+        self, after: int = 0, limit: int | None = None, tenant: str | None = None
+    ) -> list[Record]:
+        """The global log after position ``after`` (exclusive), in commit-safe order."""
+
+    def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
+        """Stream the global log in batches, never holding it all in memory."""
+
+    def get_head(self, stream_id: str) -> StreamHead | None:
+        """A stream's head without locking it."""
+
+    def list_heads(
+        self,
+        kind: str,
+        tenant: str | None,
+        limit: int | None = None,
+        status: Sequence[str] | None = None,
+        conversation_id: str | None = None,
+    ) -> list[StreamHead]:
+        """Stream heads of one kind, oldest first, optionally filtered."""
+
+    def last_position(self) -> int:
+        """The position of the newest record in the log (0 when empty)."""
+
+    def close(self) -> None:
+        """Release connections."""

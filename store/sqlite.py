@@ -1,0 +1,317 @@
+"""SQLite backend: one database file, WAL, many processes on one machine.
+
+Writes take the database write lock up front (``BEGIN IMMEDIATE``) so that a
+transaction which reads a stream head and then writes can never fail half-way
+with ``SQLITE_BUSY_SNAPSHOT``; the busy timeout makes concurrent writers, in
+this process or another, queue for the lock instead of failing. Because
+writers are serialised by that lock, the rowid (``position``) is assigned in
+commit order, so a reader that asks for ``position > last`` never skips an
+event that commits late.
+
+Each thread gets its own connection (``sqlite3`` connections are not shared
+across threads); all are closed by :meth:`SQLiteRecorder.close`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import BackendUnavailable, ConflictError, ValidationError
+from .recorder import NewRecord, Record, StreamHead
+
+__all__ = ["SCHEMA", "SQLiteRecorder"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position INTEGER PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    conversation_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    event_id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    key TEXT,
+    recorded_at TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_stream_key ON events (stream_id, key) WHERE key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS streams (
+    stream_id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    head_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    status TEXT,
+    lease_until REAL,
+    metadata TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS streams_by_kind ON streams (kind, tenant, created_at);
+CREATE INDEX IF NOT EXISTS streams_by_conversation ON streams (conversation_id, kind);
+CREATE INDEX IF NOT EXISTS streams_by_status ON streams (kind, status, lease_until) WHERE status IS NOT NULL;
+"""
+
+_RECORD_COLUMNS = (
+    "position, stream_id, version, conversation_id, tenant, event_id, type, schema_version, key, "
+    "recorded_at, payload, hash"
+)
+_HEAD_COLUMNS = (
+    "stream_id, conversation_id, tenant, kind, version, head_hash, created_at, updated_at, status, "
+    "lease_until, metadata"
+)
+
+
+def _translate(exc: sqlite3.Error, what: str) -> Exception:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ConflictError(f"{what}: {exc}")
+    if isinstance(exc, sqlite3.DataError):
+        return ValidationError("payload", str(exc))
+    return BackendUnavailable(f"{what}: SQLite said {exc}")
+
+
+class _Tx:
+    """A write transaction on one connection that holds the write lock."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def head(self, stream_id: str) -> StreamHead | None:
+        row = self._conn.execute(
+            f"SELECT {_HEAD_COLUMNS} FROM streams WHERE stream_id = ?", (stream_id,)
+        ).fetchone()
+        return StreamHead(*row) if row else None
+
+    def create_stream(self, head: StreamHead) -> None:
+        try:
+            self._conn.execute(
+                f"INSERT INTO streams ({_HEAD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    head.stream_id, head.conversation_id, head.tenant, head.kind, head.version,
+                    head.head_hash, head.created_at, head.updated_at, head.status, head.lease_until,
+                    head.metadata,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise ConflictError(f"stream {head.stream_id!r} exists already") from None
+
+    def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
+        if not keys:
+            return {}
+        found: dict[str, Record] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM events WHERE stream_id = ? AND key IN ({marks})",
+                (stream_id, *chunk),
+            ).fetchall()
+            for row in rows:
+                rec = Record(*row)
+                found[str(rec.key)] = rec
+        return found
+
+    def insert(self, records: Sequence[NewRecord]) -> list[int]:
+        positions = []
+        sql = (
+            "INSERT INTO events (stream_id, version, conversation_id, tenant, event_id, type, "
+            "schema_version, key, recorded_at, payload, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+        )
+        for r in records:
+            cur = self._conn.execute(
+                sql,
+                (
+                    r.stream_id, r.version, r.conversation_id, r.tenant, r.event_id, r.type,
+                    r.schema_version, r.key, r.recorded_at, r.payload, r.hash,
+                ),
+            )
+            positions.append(int(cur.lastrowid or 0))
+        return positions
+
+    def update_head(
+        self,
+        stream_id: str,
+        version: int,
+        head_hash: str,
+        updated_at: str,
+        status: str | None,
+        lease_until: float | None,
+    ) -> None:
+        self._conn.execute(
+            "UPDATE streams SET version = ?, head_hash = ?, updated_at = ?, status = ?, lease_until = ? "
+            "WHERE stream_id = ?",
+            (version, head_hash, updated_at, status, lease_until, stream_id),
+        )
+
+
+class SQLiteRecorder:
+    """The SQLite implementation of :class:`~chatledger.store.recorder.Recorder`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        sync = synchronous.upper()
+        if sync not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValidationError("synchronous", f"must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        self.path = str(path)
+        self.synchronous = sync
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        conn = self._conn()
+        try:
+            conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _translate(exc, "creating the schema") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self.busy_timeout_ms / 1000,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if self.path != ":memory:" and str(mode).lower() != "wal":
+                    raise BackendUnavailable(f"could not switch {self.path} to WAL (journal_mode={mode})")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            except sqlite3.Error as exc:
+                raise _translate(exc, f"opening {self.path}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (read models share the file through it)."""
+        return self._conn()
+
+    @contextmanager
+    def write(self) -> Iterator[_Tx]:
+        """Open a write transaction holding the database write lock."""
+        conn = self._conn()
+        if conn.in_transaction:
+            raise RuntimeError("chatledger write transactions do not nest")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _translate(exc, "starting a write") from exc
+        try:
+            yield _Tx(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _translate(exc, "committing") from exc
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, "reading") from exc
+
+    def read_stream(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
+        rows = self._query(
+            f"SELECT {_RECORD_COLUMNS} FROM events WHERE stream_id = ? AND version > ? "
+            "ORDER BY version LIMIT ?",
+            (stream_id, after, -1 if limit is None else limit),
+        )
+        return [Record(*row) for row in rows]
+
+    def read_payloads(self, stream_id: str, type_name: str, upto: int | None = None) -> list[str]:
+        rows = self._query(
+            "SELECT payload FROM events WHERE stream_id = ? AND version <= ? AND type = ? ORDER BY version",
+            (stream_id, (1 << 62) if upto is None else upto, type_name),
+        )
+        return [row[0] for row in rows]
+
+    def read_all(
+        self, after: int = 0, limit: int | None = None, tenant: str | None = None
+    ) -> list[Record]:
+        if tenant is None:
+            rows = self._query(
+                f"SELECT {_RECORD_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                (after, -1 if limit is None else limit),
+            )
+        else:
+            rows = self._query(
+                f"SELECT {_RECORD_COLUMNS} FROM events WHERE position > ? AND tenant = ? "
+                "ORDER BY position LIMIT ?",
+                (after, tenant, -1 if limit is None else limit),
+            )
+        return [Record(*row) for row in rows]
+
+    def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
+        while True:
+            page = self.read_all(after, batch, tenant)
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].position
+
+    def get_head(self, stream_id: str) -> StreamHead | None:
+        rows = self._query(f"SELECT {_HEAD_COLUMNS} FROM streams WHERE stream_id = ?", (stream_id,))
+        return StreamHead(*rows[0]) if rows else None
+
+    def list_heads(
+        self,
+        kind: str,
+        tenant: str | None,
+        limit: int | None = None,
+        status: Sequence[str] | None = None,
+        conversation_id: str | None = None,
+    ) -> list[StreamHead]:
+        where = ["kind = ?"]
+        params: list[Any] = [kind]
+        if tenant is not None:
+            where.append("tenant = ?")
+            params.append(tenant)
+        if status:
+            where.append(f"status IN ({','.join('?' * len(status))})")
+            params.extend(status)
+        if conversation_id is not None:
+            where.append("conversation_id = ?")
+            params.append(conversation_id)
+        params.append(-1 if limit is None else limit)
+        rows = self._query(
+            f"SELECT {_HEAD_COLUMNS} FROM streams WHERE {' AND '.join(where)} "
+            "ORDER BY created_at, stream_id LIMIT ?",
+            params,
+        )
+        return [StreamHead(*row) for row in rows]
+
+    def last_position(self) -> int:
+        rows = self._query("SELECT COALESCE(MAX(position), 0) FROM events", ())
+        return int(rows[0][0])
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()

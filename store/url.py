@@ -1,0 +1,77 @@
+"""Opening a store from a URL: ``sqlite:///path.db``, ``memory://``, ``postgresql://...``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .errors import ValidationError
+from .log import DEFAULT_MAX_EVENT_BYTES, PayloadCodec, Store
+
+__all__ = ["DEFAULT_URL", "open_store", "resolve_url"]
+
+DEFAULT_URL = "sqlite:///chatledger.db"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else ``$CHATLEDGER_URL``, else ``sqlite:///chatledger.db``."""
+    return url or os.environ.get("CHATLEDGER_URL") or DEFAULT_URL
+
+
+def open_store(
+    url: str | None = None,
+    *,
+    tenant: str = "default",
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    codec: PayloadCodec | None = None,
+    signing_key: bytes | None = None,
+    **options: Any,
+) -> Store:
+    """Open (creating if needed) the store at ``url`` for one tenant.
+
+    Args:
+        url: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://`` or
+            ``postgresql://user@host/db``. SQLite takes ``?synchronous=NORMAL`` (default FULL).
+        tenant: every read and write of the returned store is scoped to this tenant.
+        max_event_bytes: events larger than this are rejected with ValidationError.
+        codec: transforms stored payloads (encryption at rest).
+        signing_key: makes the hash chain an HMAC under this key.
+        options: backend options (for example ``synchronous`` or ``busy_timeout_ms`` for SQLite).
+
+    Raises:
+        ValidationError: the URL has an unknown scheme.
+    """
+    url = resolve_url(url)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    recorder: Any
+    if scheme == "memory":
+        from .memory import MemoryRecorder
+
+        recorder = MemoryRecorder()
+    elif scheme == "sqlite":
+        from .sqlite import SQLiteRecorder
+
+        path = url[len("sqlite://") :].split("?", 1)[0]
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise ValidationError("url", "sqlite URLs name a file: sqlite:///chat.db")
+        opts: dict[str, Any] = {}
+        if "synchronous" in query:
+            opts["synchronous"] = query["synchronous"]
+        if "busy_timeout_ms" in query:
+            opts["busy_timeout_ms"] = int(query["busy_timeout_ms"])
+        opts.update(options)
+        recorder = SQLiteRecorder(path, **opts)
+    elif scheme in {"postgresql", "postgres"}:
+        from .postgres import PostgresRecorder
+
+        recorder = PostgresRecorder(url, **options)
+    else:
+        raise ValidationError("url", f"unknown scheme {parts.scheme!r}: use sqlite:///, memory:// or postgresql://")
+    return Store(
+        recorder, tenant=tenant, max_event_bytes=max_event_bytes, codec=codec, signing_key=signing_key,
+        url=url,
+    )
