@@ -33,8 +33,16 @@ def event_hash(
 ) -> str:
     """The chain hash of one event (hex SHA-256, or HMAC-SHA-256 when a key is given)."""
     parts = (
-        prev_hash, stream_id, str(version), event_id, type_name, str(schema_version),
-        "" if key is None else "k:" + key, recorded_at, tenant, payload,
+        prev_hash,
+        stream_id,
+        str(version),
+        event_id,
+        type_name,
+        str(schema_version),
+        "" if key is None else "k:" + key,
+        recorded_at,
+        tenant,
+        payload,
     )
     data = "\x1e".join(parts).encode("utf-8", "surrogatepass")
     if signing_key is not None:

@@ -66,6 +66,7 @@ class Draft:
     cls: type[Event]
     payload: dict[str, Any]
     key: str | None = None
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,16 @@ class Writer:
         """Create an empty stream owned by this store's tenant."""
         now = now_iso()
         head = StreamHead(
-            stream_id, conversation_id, self._store.tenant, kind, 0, GENESIS, now, now, status, None,
+            stream_id,
+            conversation_id,
+            self._store.tenant,
+            kind,
+            0,
+            GENESIS,
+            now,
+            now,
+            status,
+            None,
             metadata,
         )
         self._tx.create_stream(head)
@@ -163,7 +173,7 @@ class Writer:
         head = self.head(stream_id)
         if head is None:
             raise NotFoundError(f"conversation {_conversation_of(stream_id)!r} does not exist")
-        encoded = [store._encode_payload(head.conversation_id, d, i) for i, d in enumerate(drafts)]
+        encoded = [store._encode_payload(head.conversation_id, d) for d in drafts]
         keys = [d.key for d in drafts if d.key is not None]
         if len(set(keys)) != len(keys):
             raise ConflictError(f"the same id appears twice in one batch for {head.conversation_id!r}")
@@ -193,14 +203,31 @@ class Writer:
             version += 1
             event_id = uuid.uuid4().hex
             digest = event_hash(
-                prev, stream_id=stream_id, version=version, event_id=event_id, type_name=draft.cls.TYPE,
-                schema_version=draft.cls.SCHEMA_VERSION, key=draft.key, recorded_at=recorded_at,
-                tenant=head.tenant, payload=stored, signing_key=store.signing_key,
+                prev,
+                stream_id=stream_id,
+                version=version,
+                event_id=event_id,
+                type_name=draft.cls.TYPE,
+                schema_version=draft.cls.SCHEMA_VERSION,
+                key=draft.key,
+                recorded_at=recorded_at,
+                tenant=head.tenant,
+                payload=stored,
+                signing_key=store.signing_key,
             )
             new_records.append(
                 NewRecord(
-                    stream_id, version, head.conversation_id, head.tenant, event_id, draft.cls.TYPE,
-                    draft.cls.SCHEMA_VERSION, draft.key, recorded_at, stored, digest,
+                    stream_id,
+                    version,
+                    head.conversation_id,
+                    head.tenant,
+                    event_id,
+                    draft.cls.TYPE,
+                    draft.cls.SCHEMA_VERSION,
+                    draft.key,
+                    recorded_at,
+                    stored,
+                    digest,
                 )
             )
             prev = digest
@@ -209,16 +236,30 @@ class Writer:
         new_lease = head.lease_until if lease_until is _UNCHANGED else lease_until
         self._tx.update_head(stream_id, version, prev, recorded_at, new_status, new_lease)
         self._heads[stream_id] = StreamHead(
-            head.stream_id, head.conversation_id, head.tenant, head.kind, version, prev, head.created_at,
-            recorded_at, new_status, new_lease, head.metadata,
+            head.stream_id,
+            head.conversation_id,
+            head.tenant,
+            head.kind,
+            version,
+            prev,
+            head.created_at,
+            recorded_at,
+            new_status,
+            new_lease,
+            head.metadata,
         )
         for i, rec, pos in zip(fresh, new_records, positions, strict=True):
             payload = json.loads(encoded[i][0])
             results[i] = drafts[i].cls.model_validate(
                 {
-                    "event_id": rec.event_id, "conversation_id": rec.conversation_id,
-                    "stream_id": rec.stream_id, "version": rec.version, "position": pos,
-                    "recorded_at": rec.recorded_at, "tenant": rec.tenant, **payload,
+                    "event_id": rec.event_id,
+                    "conversation_id": rec.conversation_id,
+                    "stream_id": rec.stream_id,
+                    "version": rec.version,
+                    "position": pos,
+                    "recorded_at": rec.recorded_at,
+                    "tenant": rec.tenant,
+                    **payload,
                 }
             )
         return [r for r in results if r is not None]
@@ -278,24 +319,29 @@ class Store:
         metadata: Mapping[str, Any] | None = None,
         forked_from: Mapping[str, Any] | None = None,
         exist_ok: bool = False,
+        messages: Sequence[Mapping[str, Any]] = (),
+        message_ids: Sequence[str | None] | None = None,
     ) -> str:
-        """Create a conversation and return its id (a new UUID unless one is given).
+        """Create a conversation (with optional first messages, atomically) and return its id.
+
+        The id is a new UUID unless one is given.
 
         Raises:
-            ConflictError: the id exists already (unless ``exist_ok``; then it is returned as it is).
-            ValidationError: the id or metadata cannot be stored.
+            ConflictError: the id exists already (unless ``exist_ok``; then nothing is written).
+            ValidationError: the id, metadata or a message cannot be stored; nothing is written.
         """
         conv = uuid.uuid4().hex if conversation_id is None else check_id(conversation_id, "conversation_id")
         meta = dict(metadata or {})
         meta_text = self._dumps(meta, "metadata")
-        draft = Draft(ConversationStarted, {"metadata": meta, "forked_from": dict(forked_from or {}) or None})
+        start = Draft(ConversationStarted, {"metadata": meta, "forked_from": dict(forked_from or {}) or None})
+        drafts = [start, *self._message_drafts(messages, message_ids, None)]
         with self.transaction() as w:
             if w.head(conv) is not None:
                 if exist_ok:
                     return conv
                 raise ConflictError(f"conversation {conv!r} exists already")
             w.create_stream(conv, conv, "conversation", metadata=meta_text)
-            w.append(conv, [draft])
+            w.append(conv, drafts)
         return conv
 
     def append(
@@ -323,7 +369,19 @@ class Store:
             ConflictError: a message id was already used for different content.
             NotFoundError: the conversation does not exist for this tenant.
         """
-        if isinstance(messages, Mapping) or not isinstance(messages, Sequence):
+        drafts = self._message_drafts(messages, message_ids, meta)
+        check_id(conversation_id, "conversation_id")
+        with self.transaction() as w:
+            events = w.append(conversation_id, drafts, expected_version=expected_version)
+        return [e for e in events if isinstance(e, MessageAppended)]
+
+    def _message_drafts(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        message_ids: Sequence[str | None] | None,
+        meta: Sequence[Mapping[str, Any] | None] | None,
+    ) -> list[Draft]:
+        if isinstance(messages, Mapping | str) or not isinstance(messages, Sequence):
             raise ValidationError("messages", "must be a list of message objects")
         if message_ids is not None and len(message_ids) != len(messages):
             raise ValidationError("message_ids", "must have one entry per message")
@@ -337,11 +395,8 @@ class Store:
             payload: dict[str, Any] = {"message_id": mid, "message": msg}
             if meta is not None and meta[i] is not None:
                 payload["meta"] = dict(meta[i] or {})
-            drafts.append(Draft(MessageAppended, payload, key=mid))
-        check_id(conversation_id, "conversation_id")
-        with self.transaction() as w:
-            events = w.append(conversation_id, drafts, expected_version=expected_version)
-        return [e for e in events if isinstance(e, MessageAppended)]
+            drafts.append(Draft(MessageAppended, payload, key=mid, label=f"messages[{i}]"))
+        return drafts
 
     # -- payload handling ---------------------------------------------------------------------
 
@@ -354,15 +409,17 @@ class Store:
             raise ValidationError(where, f"is not JSON: {exc}") from None
         return text
 
-    def _encode_payload(self, conversation_id: str, draft: Draft, index: int) -> tuple[str, str]:
-        where = f"messages[{index}]" if draft.cls is MessageAppended else draft.cls.TYPE
+    def _encode_payload(self, conversation_id: str, draft: Draft) -> tuple[str, str]:
+        where = draft.label or draft.cls.TYPE
         text = self._dumps(draft.payload, where)
         try:
             size = len(text.encode("utf-8"))
         except UnicodeEncodeError:
             raise ValidationError(where, "contains invalid unicode (a lone surrogate)") from None
         if size > self.max_event_bytes:
-            raise ValidationError(where, f"is {size} bytes, over the event size limit of {self.max_event_bytes}")
+            raise ValidationError(
+                where, f"is {size} bytes, over the event size limit of {self.max_event_bytes}"
+            )
         return text, self.codec.encode(conversation_id, text)
 
     def _payload_of(self, record: Record) -> Any:
@@ -376,9 +433,14 @@ class Store:
             payload = cls.upcast(payload, record.schema_version)
         return cls.model_validate(
             {
-                "event_id": record.event_id, "conversation_id": record.conversation_id,
-                "stream_id": record.stream_id, "version": record.version, "position": record.position,
-                "recorded_at": record.recorded_at, "tenant": record.tenant, **payload,
+                "event_id": record.event_id,
+                "conversation_id": record.conversation_id,
+                "stream_id": record.stream_id,
+                "version": record.version,
+                "position": record.position,
+                "recorded_at": record.recorded_at,
+                "tenant": record.tenant,
+                **payload,
             }
         )
 
@@ -433,7 +495,8 @@ class Store:
         self._head(conversation_id)
         payloads = self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of)
         decode = self.codec.decode
-        return [json.loads(decode(conversation_id, p))["message"] for p in payloads]
+        out: list[dict[str, Any]] = [json.loads(decode(conversation_id, p))["message"] for p in payloads]
+        return out
 
     def history(
         self, conversation_id: str, as_of: int | None = None, *, allow_pending: bool = False
@@ -455,7 +518,10 @@ class Store:
 
 def _info(head: StreamHead) -> ConversationInfo:
     return ConversationInfo(
-        head.conversation_id, head.tenant, head.version, head.created_at, head.updated_at,
+        head.conversation_id,
+        head.tenant,
+        head.version,
+        head.created_at,
+        head.updated_at,
         json.loads(head.metadata) if head.metadata else {},
     )
-

@@ -69,7 +69,11 @@ class _Tx:
         head = self.head(stream_id)
         assert head is not None, stream_id
         self.heads[stream_id] = replace(
-            head, version=version, head_hash=head_hash, updated_at=updated_at, status=status,
+            head,
+            version=version,
+            head_hash=head_hash,
+            updated_at=updated_at,
+            status=status,
             lease_until=lease_until,
         )
 
@@ -111,9 +115,7 @@ class MemoryRecorder:
                 if r.type == type_name and (upto is None or r.version <= upto)
             ]
 
-    def read_all(
-        self, after: int = 0, limit: int | None = None, tenant: str | None = None
-    ) -> list[Record]:
+    def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
         with self._lock:
             out: list[Record] = []
             for r in self._log[max(after, 0) :]:

@@ -135,9 +135,7 @@ class Recorder(Protocol):
     def read_payloads(self, stream_id: str, type_name: str, upto: int | None = None) -> list[str]:
         """The raw payloads of one event type in a stream, in version order (fast path for history)."""
 
-    def read_all(
-        self, after: int = 0, limit: int | None = None, tenant: str | None = None
-    ) -> list[Record]:
+    def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
         """The global log after position ``after`` (exclusive), in commit-safe order."""
 
     def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:

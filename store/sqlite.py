@@ -96,8 +96,16 @@ class _Tx:
             self._conn.execute(
                 f"INSERT INTO streams ({_HEAD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    head.stream_id, head.conversation_id, head.tenant, head.kind, head.version,
-                    head.head_hash, head.created_at, head.updated_at, head.status, head.lease_until,
+                    head.stream_id,
+                    head.conversation_id,
+                    head.tenant,
+                    head.kind,
+                    head.version,
+                    head.head_hash,
+                    head.created_at,
+                    head.updated_at,
+                    head.status,
+                    head.lease_until,
                     head.metadata,
                 ),
             )
@@ -130,8 +138,17 @@ class _Tx:
             cur = self._conn.execute(
                 sql,
                 (
-                    r.stream_id, r.version, r.conversation_id, r.tenant, r.event_id, r.type,
-                    r.schema_version, r.key, r.recorded_at, r.payload, r.hash,
+                    r.stream_id,
+                    r.version,
+                    r.conversation_id,
+                    r.tenant,
+                    r.event_id,
+                    r.type,
+                    r.schema_version,
+                    r.key,
+                    r.recorded_at,
+                    r.payload,
+                    r.hash,
                 ),
             )
             positions.append(int(cur.lastrowid or 0))
@@ -250,9 +267,7 @@ class SQLiteRecorder:
         )
         return [row[0] for row in rows]
 
-    def read_all(
-        self, after: int = 0, limit: int | None = None, tenant: str | None = None
-    ) -> list[Record]:
+    def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
         if tenant is None:
             rows = self._query(
                 f"SELECT {_RECORD_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",

@@ -70,8 +70,14 @@ def open_store(
 
         recorder = PostgresRecorder(url, **options)
     else:
-        raise ValidationError("url", f"unknown scheme {parts.scheme!r}: use sqlite:///, memory:// or postgresql://")
+        raise ValidationError(
+            "url", f"unknown scheme {parts.scheme!r}: use sqlite:///, memory:// or postgresql://"
+        )
     return Store(
-        recorder, tenant=tenant, max_event_bytes=max_event_bytes, codec=codec, signing_key=signing_key,
+        recorder,
+        tenant=tenant,
+        max_event_bytes=max_event_bytes,
+        codec=codec,
+        signing_key=signing_key,
         url=url,
     )

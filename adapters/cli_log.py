@@ -1,0 +1,124 @@
+"""CLI commands over the log itself: import, export, show, conversations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from chatledger.store import ValidationError
+
+from .cli import store_from_args
+from .openai_format import export_jsonl, import_record, read_jsonl
+from .render import print_json, print_table, progress
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add the log commands to the CLI."""
+    p = sub.add_parser("import", help="import conversations from an OpenAI-format JSONL file")
+    p.add_argument("file", help="JSONL file, one {'id', 'messages', ...} per line ('-' for stdin)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=cmd_import)
+
+    p = sub.add_parser("export", help="export conversations as OpenAI-format JSONL")
+    p.add_argument("ids", nargs="*", help="conversation ids (default: all)")
+    p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("show", help="show one conversation's chat")
+    p.add_argument("id", help="conversation id")
+    p.add_argument("--as-of", type=int, default=None, help="show the conversation as of this version")
+    p.add_argument("--format", choices=["text", "openai", "json"], default="text", help="output format")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.set_defaults(handler=cmd_show)
+
+    p = sub.add_parser("conversations", help="list conversations")
+    p.add_argument("--limit", type=int, default=None, help="at most this many")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(handler=cmd_conversations)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    store = store_from_args(args)
+    try:
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise ValidationError("file", str(exc)) from None
+    imported = skipped = messages = 0
+    with stream:
+        records = list(read_jsonl(stream))
+        for n, record in progress(records, len(records), "importing"):
+            _, created, count = import_record(store, record, n)
+            imported += created
+            skipped += not created
+            messages += count
+    result = {"imported": imported, "skipped": skipped, "messages": messages}
+    if args.json:
+        print_json(result)
+    else:
+        print(f"imported {imported} conversations ({messages} messages), skipped {skipped} already present")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = store_from_args(args)
+    ids = args.ids or [c.conversation_id for c in store.conversations()]
+    if args.output == "-":
+        export_jsonl(store, progress(ids, len(ids), "exporting"), sys.stdout)
+    else:
+        with open(args.output, "w", encoding="utf-8") as out:
+            count = export_jsonl(store, progress(ids, len(ids), "exporting"), out)
+        print(f"exported {count} conversations to {args.output}", file=sys.stderr)
+    return 0
+
+
+def render_message(msg: dict[str, Any]) -> str:
+    """One message as readable text: role, name, content, tool calls."""
+    role = str(msg.get("role"))
+    head = f"[{role}{' ' + str(msg['name']) if msg.get('name') else ''}]"
+    if role == "tool":
+        head = f"[tool result {msg.get('tool_call_id')}]"
+    content = msg.get("content")
+    text = content if isinstance(content, str) else "" if content is None else json.dumps(content)
+    lines = [f"{head} {text}".rstrip()]
+    for call in msg.get("tool_calls") or []:
+        fn = call.get("function", {})
+        lines.append(f"    -> {fn.get('name')}({fn.get('arguments')})  id={call.get('id')}")
+    return "\n".join(lines)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = store_from_args(args)
+    fmt = "json" if args.json else args.format
+    messages = store.messages(args.id, args.as_of)
+    if fmt == "openai":
+        print(json.dumps(messages, ensure_ascii=False))
+    elif fmt == "json":
+        info = store.conversation(args.id)
+        print_json({"id": args.id, "version": info.version, "metadata": info.metadata, "messages": messages})
+    else:
+        for msg in messages:
+            print(render_message(msg))
+    return 0
+
+
+def cmd_conversations(args: argparse.Namespace) -> int:
+    store = store_from_args(args)
+    rows = [
+        {
+            "id": c.conversation_id,
+            "version": c.version,
+            "created": c.created_at[:19],
+            "updated": c.updated_at[:19],
+            "metadata": c.metadata,
+        }
+        for c in store.conversations(args.limit)
+    ]
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "version", "created", "updated", "metadata"])
+    return 0
