@@ -75,7 +75,8 @@ def _validate_tool_calls(calls: Any, where: str) -> None:
             raise ValidationError(f"{at}.function", "must be an object {name, arguments}")
         if not isinstance(fn.get("name"), str) or not fn["name"]:
             raise ValidationError(f"{at}.function.name", "must be a non-empty string")
-        if not isinstance(fn.get("arguments"), str):
+        # Some providers omit "arguments" for a tool without parameters: kept as sent (absent).
+        if "arguments" in fn and not isinstance(fn["arguments"], str):
             raise ValidationError(
                 f"{at}.function.arguments", "must be a string (JSON text as the model produced it)"
             )

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from chatledger.store import (
     ConcurrencyError,
     ConflictError,
@@ -52,8 +51,7 @@ def test_events_have_envelope_and_increasing_versions(store: Store) -> None:
     assert [e.version for e in events] == [1, 2, 3]
     assert len({e.event_id for e in events}) == 3
     assert all(e.conversation_id == conv and e.tenant == "default" for e in events)
-    assert all(e.recorded_at.utcoffset() is not None and e.recorded_at.utcoffset().total_seconds() == 0
-               for e in events)
+    assert all(e.recorded_at.utcoffset() is not None and e.recorded_at.utcoffset().total_seconds() == 0 for e in events)
     positions = [e.position for e in store.read_all()]
     assert len(set(positions)) == len(positions) == 3
 
@@ -199,8 +197,12 @@ def test_concurrent_appenders_never_lose_or_duplicate(make_store: Callable[..., 
                 while True:
                     version = s.version(conv)
                     try:
-                        s.append(conv, [{"role": "user", "content": f"{n}-{i}"}], expected_version=version,
-                                 message_ids=[f"{n}-{i}"])
+                        s.append(
+                            conv,
+                            [{"role": "user", "content": f"{n}-{i}"}],
+                            expected_version=version,
+                            message_ids=[f"{n}-{i}"],
+                        )
                         break
                     except ConcurrencyError:
                         continue
