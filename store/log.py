@@ -12,18 +12,22 @@ size limits and the hash chain.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .chain import GENESIS, event_hash
 from .errors import ConcurrencyError, ConflictError, NotFoundError, PendingToolCallsError, ValidationError
 from .events import ConversationStarted, Event, MessageAppended, event_class
 from .messages import pending_tool_calls, validate_message
 from .recorder import CALL_SEPARATOR, NewRecord, Record, Recorder, StreamHead, WriteTransaction
+
+if TYPE_CHECKING:
+    from .subscriptions import Subscription
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -33,6 +37,7 @@ __all__ = [
     "Store",
     "Writer",
     "check_id",
+    "new_id",
     "now_iso",
 ]
 
@@ -86,15 +91,23 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+_FORBIDDEN_IN_IDS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def new_id() -> str:
+    """A fresh random id (128 bits, hex)."""
+    return os.urandom(16).hex()
+
+
 def check_id(value: Any, what: str) -> str:
     """Validate an id: a non-empty string of at most 512 characters with no control characters."""
     if not isinstance(value, str) or not value:
         raise ValidationError(what, "must be a non-empty string")
     if len(value) > MAX_ID_LENGTH:
         raise ValidationError(what, f"is {len(value)} characters, more than {MAX_ID_LENGTH}")
-    for ch in value:
-        if ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF:
-            raise ValidationError(what, f"contains the control or surrogate character {ch!r}")
+    bad = _FORBIDDEN_IN_IDS.search(value)
+    if bad is not None:
+        raise ValidationError(what, f"contains the control or surrogate character {bad.group()!r}")
     return value
 
 
@@ -201,7 +214,7 @@ class Writer:
         for i in fresh:
             draft, (_, stored) = drafts[i], encoded[i]
             version += 1
-            event_id = uuid.uuid4().hex
+            event_id = new_id()
             digest = event_hash(
                 prev,
                 stream_id=stream_id,
@@ -330,7 +343,7 @@ class Store:
             ConflictError: the id exists already (unless ``exist_ok``; then nothing is written).
             ValidationError: the id, metadata or a message cannot be stored; nothing is written.
         """
-        conv = uuid.uuid4().hex if conversation_id is None else check_id(conversation_id, "conversation_id")
+        conv = new_id() if conversation_id is None else check_id(conversation_id, "conversation_id")
         meta = dict(metadata or {})
         meta_text = self._dumps(meta, "metadata")
         start = Draft(ConversationStarted, {"metadata": meta, "forked_from": dict(forked_from or {}) or None})
@@ -391,7 +404,7 @@ class Store:
         for i, message in enumerate(messages):
             msg = validate_message(message, f"messages[{i}]")
             mid = message_ids[i] if message_ids is not None else None
-            mid = uuid.uuid4().hex if mid is None else check_id(mid, f"message_ids[{i}]")
+            mid = new_id() if mid is None else check_id(mid, f"message_ids[{i}]")
             payload: dict[str, Any] = {"message_id": mid, "message": msg}
             if meta is not None and meta[i] is not None:
                 payload["meta"] = dict(meta[i] or {})
@@ -490,13 +503,25 @@ class Store:
         """The global position of the newest event in the log."""
         return self.recorder.last_position()
 
+    def subscribe(self, name: str, handler: Callable[[Event], object], **options: Any) -> Subscription:
+        """A durable subscription: ``handler`` gets each of this tenant's events once, in order.
+
+        Nothing runs until ``run_once()`` / ``run_forever(stop_event)`` is called on the result;
+        see :mod:`chatledger.store.subscriptions`.
+        """
+        from .subscriptions import Subscription
+
+        return Subscription(self, name, handler, **options)
+
     def messages(self, conversation_id: str, as_of: int | None = None) -> list[dict[str, Any]]:
         """The conversation's messages exactly as appended, up to version ``as_of``."""
         self._head(conversation_id)
         payloads = self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of)
+        loads = json.loads
+        if isinstance(self.codec, _PlainCodec):
+            return [loads(p)["message"] for p in payloads]
         decode = self.codec.decode
-        out: list[dict[str, Any]] = [json.loads(decode(conversation_id, p))["message"] for p in payloads]
-        return out
+        return [loads(decode(conversation_id, p))["message"] for p in payloads]
 
     def history(
         self, conversation_id: str, as_of: int | None = None, *, allow_pending: bool = False

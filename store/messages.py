@@ -96,9 +96,10 @@ def pending_tool_calls(messages: list[dict[str, Any]]) -> list[str]:
     """
     open_calls: list[str] = []
     for msg in messages:
-        for call in tool_calls_of(msg):
-            open_calls.append(str(call.get("id")))
-        if msg.get("role") == "tool":
+        calls = msg.get("tool_calls")
+        if calls and msg.get("role") == "assistant" and isinstance(calls, list):
+            open_calls.extend(str(call.get("id")) for call in calls if isinstance(call, Mapping))
+        elif open_calls and msg.get("role") == "tool":
             call_id = msg.get("tool_call_id")
             if call_id in open_calls:
                 open_calls.remove(call_id)
