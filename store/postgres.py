@@ -1,0 +1,577 @@
+"""PostgreSQL backend: many workers on many machines, global order without a global lock.
+
+**Writes** lock only the heads of the streams they touch (``SELECT ... FOR
+UPDATE``), so appends to different conversations never queue behind one
+another. A transaction costs four round trips: ``BEGIN`` with the first
+statement, the idempotency-key lookup, the ``INSERT ... RETURNING`` and the head
+update with ``COMMIT``.
+
+**Global order.** eventsourcing serialises every insert with ``LOCK TABLE`` so
+that a ``position > last`` reader never skips a row that commits late. We do
+not: every row stores the id of the transaction that inserted it
+(``tx_id xid8 DEFAULT pg_current_xact_id()``) beside its ``bigserial``
+position, and the global log is ordered by ``(tx_id, position)`` and read only
+below the snapshot's ``xmin`` (``tx_id < pg_snapshot_xmin(pg_current_snapshot())``):
+every transaction that could still add a row below that horizon has ended, so
+the part of the log a reader sees never grows in the middle. A reader that
+continues after a position looks that row's ``tx_id`` up and resumes after
+``(tx_id, position)``. Trade-offs (see ``docs/postgres.md``): a long-running
+transaction anywhere on the server delays readers (it never makes them skip),
+and positions are unique but not necessarily increasing in log order.
+
+**Faults.** Every psycopg error is translated at this boundary. A connection
+found dead at the first statement of a transaction or a read is replaced and
+the statement retried; a commit whose outcome is unknown (the connection died
+during ``COMMIT``) is settled by asking the server for the transaction's status
+(``pg_xact_status``), so a write is never reported failed when it landed, nor
+retried into a duplicate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, LiteralString, NoReturn
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .errors import BackendUnavailable, ChatledgerError, ConflictError, ValidationError
+from .recorder import NewRecord, Record, StreamHead
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresRecorder", "split_url", "translate"]
+
+# Each migration brings the schema from the previous version to its own; they only ever grow.
+MIGRATIONS: tuple[tuple[int, LiteralString], ...] = (
+    (
+        1,
+        """
+CREATE TABLE IF NOT EXISTS events (
+    position bigserial PRIMARY KEY,
+    tx_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    stream_id text NOT NULL,
+    version bigint NOT NULL,
+    conversation_id text NOT NULL,
+    tenant text NOT NULL,
+    event_id text NOT NULL UNIQUE,
+    type text NOT NULL,
+    schema_version integer NOT NULL,
+    key text,
+    recorded_at text NOT NULL,
+    payload text NOT NULL,
+    hash text NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_stream_key ON events (stream_id, key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_log_order ON events (tx_id, position);
+CREATE INDEX IF NOT EXISTS events_tenant_log_order ON events (tenant, tx_id, position);
+CREATE TABLE IF NOT EXISTS streams (
+    stream_id text PRIMARY KEY,
+    conversation_id text NOT NULL,
+    tenant text NOT NULL,
+    kind text NOT NULL,
+    version bigint NOT NULL,
+    head_hash text NOT NULL,
+    created_at text NOT NULL,
+    updated_at text NOT NULL,
+    status text,
+    lease_until double precision,
+    metadata text
+);
+CREATE INDEX IF NOT EXISTS streams_by_kind ON streams (kind, tenant, created_at);
+CREATE INDEX IF NOT EXISTS streams_by_conversation ON streams (conversation_id, kind);
+CREATE INDEX IF NOT EXISTS streams_by_status ON streams (kind, status, lease_until) WHERE status IS NOT NULL;
+""",
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_RECORD_COLUMNS = (
+    "position, stream_id, version, conversation_id, tenant, event_id, type, schema_version, key, "
+    "recorded_at, payload, hash"
+)
+_HEAD_COLUMNS = (
+    "stream_id, conversation_id, tenant, kind, version, head_hash, created_at, updated_at, status, "
+    "lease_until, metadata"
+)
+_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
+# The log-order cursor of position %(after)s: that row's (tx_id, position); the start for 0.
+_CURSOR = (
+    "(COALESCE((SELECT tx_id FROM events WHERE position <= %(after)s ORDER BY position DESC LIMIT 1), "
+    "'0'::xid8), %(after)s)"
+)
+_OUR_OPTIONS = {"pool_min", "pool_max", "timeout", "read_wait"}
+
+
+def translate(exc: BaseException, what: str) -> ChatledgerError:
+    """The chatledger error for a psycopg (or pool) error raised while doing ``what``."""
+    if isinstance(exc, ChatledgerError):
+        return exc
+    if isinstance(exc, psycopg.IntegrityError):
+        return ConflictError(f"{what}: {_first_line(exc)}")
+    if isinstance(exc, psycopg.DataError):
+        return ValidationError("payload", f"PostgreSQL cannot store it: {_first_line(exc)}")
+    if isinstance(exc, pgerrors.DeadlockDetected | pgerrors.SerializationFailure | pgerrors.LockNotAvailable):
+        return BackendUnavailable(f"{what}: {_first_line(exc)}; nothing was written, retry")
+    if isinstance(exc, PoolTimeout):
+        return BackendUnavailable(f"{what}: no PostgreSQL connection became available ({exc})")
+    return BackendUnavailable(f"{what}: PostgreSQL said {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _raise(exc: BaseException, what: str) -> NoReturn:
+    raise translate(exc, what) from exc
+
+
+def _dead(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
+    """Whether ``exc`` means the connection is gone (so a fresh one may be tried)."""
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and conn is not None:
+        return bool(conn.broken or conn.closed)
+    return isinstance(exc, pgerrors.AdminShutdown | pgerrors.CrashShutdown)
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split chatledger's own query options (``pool_min``, ``pool_max``, ``timeout``, ``read_wait``)
+    from a PostgreSQL URL, leaving the rest (``options=``, ``sslmode=``...) for libpq."""
+    base, _, query = url.partition("?")
+    keep, ours = [], {}
+    for part in query.split("&") if query else []:
+        name, _, value = part.partition("=")
+        if name in _OUR_OPTIONS:
+            ours[name] = value
+        else:
+            keep.append(part)
+    base = "postgresql://" + base.split("://", 1)[1] if "://" in base else base
+    return (f"{base}?{'&'.join(keep)}" if keep else base), ours
+
+
+class _Tx:
+    """A write transaction on one pooled connection; heads read through it stay locked."""
+
+    def __init__(self, rec: PostgresRecorder, conn: psycopg.Connection[Any]) -> None:
+        self._rec = rec
+        self.conn = conn
+        self.begun = False
+        self.xid: str | None = None
+        self.event_ids: list[str] = []
+        self._pending_update: tuple[Any, ...] | None = None
+
+    def _run(self, sql: LiteralString, params: Sequence[Any] | dict[str, Any], what: str) -> list[Any]:
+        """Execute one statement in the transaction (starting it first) and fetch its rows."""
+        self._flush_update()
+        if self.begun:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except psycopg.Error as exc:
+                _raise(exc, what)
+        for attempt in range(self._rec.pool_max + 2):
+            try:
+                with self.conn.pipeline():
+                    self.conn.execute("BEGIN")
+                    cur = self.conn.execute(sql, params)
+                self.begun = True
+                return cur.fetchall()
+            except psycopg.Error as exc:
+                # Nothing has been done yet: a dead connection is swapped for a live one and retried.
+                if not _dead(exc, self.conn) or attempt > self._rec.pool_max:
+                    _raise(exc, what)
+                self.conn = self._rec._replace_connection(self.conn)
+        raise AssertionError("unreachable")
+
+    def _flush_update(self) -> None:
+        if self._pending_update is not None:
+            params, self._pending_update = self._pending_update, None
+            try:
+                self.conn.execute(_UPDATE_HEAD, params)
+            except psycopg.Error as exc:
+                _raise(exc, "moving a stream head")
+
+    def head(self, stream_id: str) -> StreamHead | None:
+        rows = self._run(
+            f"SELECT {_HEAD_COLUMNS} FROM streams WHERE stream_id = %s FOR UPDATE",
+            (stream_id,),
+            "locking a stream head",
+        )
+        return StreamHead(*rows[0]) if rows else None
+
+    def create_stream(self, head: StreamHead) -> None:
+        rows = self._run(
+            f"INSERT INTO streams ({_HEAD_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (stream_id) DO NOTHING RETURNING 1",
+            (
+                head.stream_id,
+                head.conversation_id,
+                head.tenant,
+                head.kind,
+                head.version,
+                head.head_hash,
+                head.created_at,
+                head.updated_at,
+                head.status,
+                head.lease_until,
+                head.metadata,
+            ),
+            "creating a stream",
+        )
+        if not rows:
+            raise ConflictError(f"stream {head.stream_id!r} exists already")
+
+    def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
+        if not keys:
+            return {}
+        rows = self._run(
+            f"SELECT {_RECORD_COLUMNS} FROM events WHERE stream_id = %s AND key = ANY(%s)",
+            (stream_id, list(keys)),
+            "looking up idempotency keys",
+        )
+        return {str(rec.key): rec for rec in (Record(*row) for row in rows)}
+
+    def insert(self, records: Sequence[NewRecord]) -> list[int]:
+        positions: dict[str, int] = {}
+        for start in range(0, len(records), 1000):
+            chunk = records[start : start + 1000]
+            values = ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunk))
+            params: list[Any] = []
+            for r in chunk:
+                params += [r.stream_id, r.version, r.conversation_id, r.tenant, r.event_id, r.type]
+                params += [r.schema_version, r.key, r.recorded_at, r.payload, r.hash]
+            rows = self._run(
+                "INSERT INTO events (stream_id, version, conversation_id, tenant, event_id, type, "
+                f"schema_version, key, recorded_at, payload, hash) VALUES {values} "
+                "RETURNING event_id, position, tx_id::text",
+                params,
+                "inserting events",
+            )
+            for event_id, position, xid in rows:
+                positions[event_id] = position
+                self.xid = xid
+        self.event_ids += [r.event_id for r in records]
+        return [positions[r.event_id] for r in records]
+
+    def update_head(
+        self,
+        stream_id: str,
+        version: int,
+        head_hash: str,
+        updated_at: str,
+        status: str | None,
+        lease_until: float | None,
+    ) -> None:
+        # Sent with the next statement or with COMMIT: nothing waits on its result.
+        self._flush_update()
+        self._pending_update = (version, head_hash, updated_at, status, lease_until, stream_id)
+
+    def commit(self) -> None:
+        if not self.begun:
+            return
+        with self.conn.pipeline():
+            if self._pending_update is not None:
+                params, self._pending_update = self._pending_update, None
+                self.conn.execute(_UPDATE_HEAD, params)
+            self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._pending_update = None
+        if self.conn.closed or self.conn.broken:
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            self.conn.close()  # the pool discards it
+
+
+_UPDATE_HEAD: LiteralString = (
+    "UPDATE streams SET version = %s, head_hash = %s, updated_at = %s, status = %s, lease_until = %s "
+    "WHERE stream_id = %s"
+)
+
+
+class PostgresRecorder:
+    """The PostgreSQL implementation of :class:`~chatledger.store.recorder.Recorder`.
+
+    Args:
+        url: a libpq URL; tables live in its ``search_path`` (``?options=-csearch_path%3Dmyschema``).
+            The query options ``pool_min``, ``pool_max``, ``timeout`` and ``read_wait`` are read here.
+        pool_min: connections the pool keeps open.
+        pool_max: connections the pool may open.
+        timeout: seconds to wait for a connection (or for a lost commit's outcome) before
+            raising BackendUnavailable.
+        read_wait: seconds a global-log read waits for older transactions to end so that it
+            includes every event committed before it began (see docs/postgres.md).
+
+    Raises:
+        BackendUnavailable: the server cannot be reached or the schema cannot be created.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_min: int = 1,
+        pool_max: int = 10,
+        timeout: float = 10.0,
+        read_wait: float = 5.0,
+    ) -> None:
+        conninfo, ours = split_url(url)
+        self.pool_min = int(ours.get("pool_min", pool_min))
+        self.pool_max = max(int(ours.get("pool_max", pool_max)), self.pool_min, 1)
+        self.timeout = float(ours.get("timeout", timeout))
+        self.read_wait = float(ours.get("read_wait", read_wait))
+        self._local = threading.local()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            conninfo,
+            min_size=self.pool_min,
+            max_size=self.pool_max,
+            timeout=self.timeout,
+            kwargs={"autocommit": True},
+            open=False,
+            name="chatledger",
+        )
+        try:
+            self._pool.open(wait=True, timeout=self.timeout)
+            self._migrate()
+        except (psycopg.Error, PoolTimeout) as exc:
+            self._pool.close()
+            _raise(exc, "opening the PostgreSQL store")
+        except BaseException:
+            self._pool.close()
+            raise
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema once, however many processes start at the same moment."""
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT to_regclass('chatledger_schema') IS NOT NULL, current_schema()").fetchone()
+            assert row is not None
+            if row[1] is None:
+                raise BackendUnavailable("the search_path names no existing schema to create tables in")
+            if row[0]:
+                current = conn.execute("SELECT COALESCE(max(version), 0) FROM chatledger_schema").fetchone()
+                if current is not None and current[0] >= SCHEMA_VERSION:
+                    return
+            with conn.transaction():
+                # Per-schema lock: concurrent starters wait here instead of racing on the catalog.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('chatledger:' || current_schema(), 0))")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS chatledger_schema "
+                    "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = conn.execute("SELECT COALESCE(max(version), 0) FROM chatledger_schema").fetchone()
+                have = int(done[0]) if done else 0
+                for version, sql in MIGRATIONS:
+                    if version > have:
+                        conn.execute(sql)
+                        conn.execute("INSERT INTO chatledger_schema (version) VALUES (%s)", (version,))
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _getconn(self) -> psycopg.Connection[Any]:
+        try:
+            return self._pool.getconn()
+        except (psycopg.Error, PoolTimeout) as exc:
+            _raise(exc, "getting a connection")
+
+    def _replace_connection(self, dead: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+        """Give back a dead connection, have the pool drop its other dead ones, get a fresh one."""
+        dead.close()
+        self._pool.putconn(dead)
+        self._pool.check()
+        return self._getconn()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside a transaction: committed at the end, rolled back on error.
+
+        Read models keep their tables and tracking position on this database through it, so that
+        an update and its position commit together. psycopg errors raised in the block are
+        translated to chatledger errors.
+        """
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except (psycopg.Error, PoolTimeout) as exc:
+            _raise(exc, "in a read-model transaction")
+
+    @contextmanager
+    def write(self) -> Iterator[_Tx]:
+        """Open a write transaction: committed when the block ends, rolled back on error."""
+        if getattr(self._local, "writing", False):
+            raise RuntimeError("chatledger write transactions do not nest")
+        self._local.writing = True
+        tx = _Tx(self, self._getconn())
+        try:
+            try:
+                yield tx
+            except BaseException:
+                tx.rollback()
+                raise
+            try:
+                tx.commit()
+            except psycopg.Error as exc:
+                if not _dead(exc, tx.conn):
+                    tx.rollback()
+                    _raise(exc, "committing")
+                self._settle_lost_commit(tx, exc)
+        finally:
+            self._local.writing = False
+            self._pool.putconn(tx.conn)
+
+    def _settle_lost_commit(self, tx: _Tx, exc: psycopg.Error) -> None:
+        """The connection died during COMMIT: return if the transaction committed, else raise."""
+        if tx.xid is None:
+            _raise(exc, "committing (the outcome is unknown: read back before retrying)")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                with self._pool.connection() as conn:
+                    row = conn.execute("SELECT pg_xact_status(%s::xid8)", (tx.xid,)).fetchone()
+                    status = row[0] if row else None
+                    if status is None:  # too old to know: the event ids tell
+                        found = conn.execute(
+                            "SELECT count(*) FROM events WHERE event_id = ANY(%s)", (tx.event_ids,)
+                        ).fetchone()
+                        status = "committed" if found and found[0] else "aborted"
+            except (psycopg.Error, PoolTimeout):
+                status = "unreachable"
+            if status == "committed":
+                return
+            if status == "aborted":
+                raise BackendUnavailable(
+                    f"the connection was lost while committing; nothing was written, retry ({_first_line(exc)})"
+                ) from exc
+            if time.monotonic() > deadline:
+                raise BackendUnavailable(
+                    "the connection was lost while committing and the outcome is still unknown; "
+                    "retrying an append with the same message ids is safe"
+                ) from exc
+            time.sleep(0.05)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _query(self, sql: LiteralString, params: Sequence[Any] | dict[str, Any], what: str) -> list[Any]:
+        """Run a read, retrying on a fresh connection when the pooled one turns out to be dead."""
+        for attempt in range(self.pool_max + 2):
+            conn = self._getconn()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except psycopg.Error as exc:
+                if not _dead(exc, conn) or attempt > self.pool_max:
+                    _raise(exc, what)
+                conn.close()
+                self._pool.check()
+            finally:
+                self._pool.putconn(conn)
+        raise AssertionError("unreachable")
+
+    def _wait_for_horizon(self) -> None:
+        """Wait until every transaction older than the newest committed event has ended.
+
+        Then a read of the log below the snapshot's xmin includes every event committed
+        before this call (read-your-writes). Gives up after ``read_wait`` seconds; the read
+        then returns less, never skips.
+        """
+        target = self._query(
+            f"SELECT {_HORIZON}::text, (SELECT max(tx_id) FROM events)::text", (), "reading the log horizon"
+        )[0]
+        if target[1] is None or int(target[1]) < int(target[0]):
+            return
+        deadline = time.monotonic() + self.read_wait
+        delay = 0.001
+        while time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            passed = self._query(f"SELECT {_HORIZON} > %s::xid8", (target[1],), "reading the log horizon")
+            if passed[0][0]:
+                return
+
+    def read_stream(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
+        rows = self._query(
+            f"SELECT {_RECORD_COLUMNS} FROM events WHERE stream_id = %s AND version > %s ORDER BY version LIMIT %s",
+            (stream_id, after, limit),
+            "reading a stream",
+        )
+        return [Record(*row) for row in rows]
+
+    def read_payloads(self, stream_id: str, type_name: str, upto: int | None = None) -> list[str]:
+        rows = self._query(
+            "SELECT payload FROM events WHERE stream_id = %s AND version <= %s AND type = %s ORDER BY version",
+            (stream_id, (1 << 62) if upto is None else upto, type_name),
+            "reading payloads",
+        )
+        return [row[0] for row in rows]
+
+    def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
+        self._wait_for_horizon()
+        params = {"after": after, "limit": limit, "tenant": tenant}
+        if tenant is None:
+            sql: LiteralString = (
+                f"SELECT {_RECORD_COLUMNS} FROM events WHERE tx_id < {_HORIZON} "
+                f"AND (tx_id, position) > {_CURSOR} ORDER BY tx_id, position LIMIT %(limit)s"
+            )
+        else:
+            sql = (
+                f"SELECT {_RECORD_COLUMNS} FROM events WHERE tenant = %(tenant)s AND tx_id < {_HORIZON} "
+                f"AND (tx_id, position) > {_CURSOR} ORDER BY tx_id, position LIMIT %(limit)s"
+            )
+        return [Record(*row) for row in self._query(sql, params, "reading the global log")]
+
+    def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
+        while True:
+            page = self.read_all(after, batch, tenant)
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].position
+
+    def get_head(self, stream_id: str) -> StreamHead | None:
+        rows = self._query(
+            f"SELECT {_HEAD_COLUMNS} FROM streams WHERE stream_id = %s",
+            (stream_id,),
+            "reading a stream head",
+        )
+        return StreamHead(*rows[0]) if rows else None
+
+    def list_heads(
+        self,
+        kind: str,
+        tenant: str | None,
+        limit: int | None = None,
+        status: Sequence[str] | None = None,
+        conversation_id: str | None = None,
+    ) -> list[StreamHead]:
+        rows = self._query(
+            f"SELECT {_HEAD_COLUMNS} FROM streams WHERE kind = %(kind)s "
+            "AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s) "
+            "AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s)) "
+            "AND (%(conv)s::text IS NULL OR conversation_id = %(conv)s) "
+            "ORDER BY created_at, stream_id LIMIT %(limit)s",
+            {
+                "kind": kind,
+                "tenant": tenant,
+                "status": list(status) if status else None,
+                "conv": conversation_id,
+                "limit": limit,
+            },
+            "listing streams",
+        )
+        return [StreamHead(*row) for row in rows]
+
+    def last_position(self) -> int:
+        """The position of the last event in log order that readers can see (0 when empty)."""
+        self._wait_for_horizon()
+        rows = self._query(
+            f"SELECT position FROM events WHERE tx_id < {_HORIZON} ORDER BY tx_id DESC, position DESC LIMIT 1",
+            (),
+            "reading the last position",
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def close(self) -> None:
+        self._pool.close()
