@@ -31,7 +31,10 @@ from .events import (
     ToolCallRequested,
     ToolCallSucceeded,
 )
+from .executor import Executor, ToolOutcome, current_idempotency_key, run_worker, tool_result_message_id
+from .fork import fork
 from .log import ConversationInfo, Draft, Store, Writer
+from .tools import ToolRegistry, tool
 from .url import open_store
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "ConversationStarted",
     "Draft",
     "Event",
+    "Executor",
     "IntegrityError",
     "LeaseLost",
     "MessageAppended",
@@ -56,7 +60,14 @@ __all__ = [
     "ToolCallOutcomeUnknown",
     "ToolCallRequested",
     "ToolCallSucceeded",
+    "ToolOutcome",
+    "ToolRegistry",
     "ValidationError",
     "Writer",
+    "current_idempotency_key",
+    "fork",
     "open_store",
+    "run_worker",
+    "tool",
+    "tool_result_message_id",
 ]

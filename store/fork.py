@@ -1,0 +1,108 @@
+"""Forking: a new conversation from a position of another, without re-running its tools.
+
+The fork holds the source's messages up to ``at_version`` (with their message
+ids and adapter metadata) and a copy of the recorded outcome of every tool call
+answered within that range, so an executor asked for one of those calls in the
+fork returns the recorded outcome instead of running the tool. Its
+``conversation.started`` event names the source and the version it was taken at.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConflictError, ValidationError
+from .events import (
+    ConversationStarted,
+    MessageAppended,
+    ToolCallFailed,
+    ToolCallOutcomeUnknown,
+    ToolCallRequested,
+    ToolCallSucceeded,
+)
+from .ledger import OUTCOME_KEY
+from .log import Draft, Store, check_id
+from .recorder import call_stream_id
+
+__all__ = ["fork"]
+
+_FINAL = {
+    ToolCallSucceeded: "succeeded",
+    ToolCallFailed: "failed",
+    ToolCallOutcomeUnknown: "outcome_unknown",
+}
+
+
+def fork(
+    store: Store,
+    conversation_id: str,
+    at_version: int | None = None,
+    *,
+    new_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
+    """Create a conversation holding ``conversation_id`` as of ``at_version``; return its id.
+
+    Args:
+        at_version: the last version of the source to include (default: its current version).
+        new_id: the fork's id (default: a new UUID).
+        metadata: the fork's metadata (default: the source's).
+
+    Raises:
+        NotFoundError: the source does not exist for this tenant.
+        ValidationError: ``at_version`` is outside the source's versions.
+        ConflictError: ``new_id`` exists already.
+    """
+    info = store.conversation(conversation_id)
+    version = info.version if at_version is None else at_version
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= info.version:
+        raise ValidationError("at_version", f"must be between 1 and {info.version}, got {at_version!r}")
+    target = uuid.uuid4().hex if new_id is None else check_id(new_id, "new_id")
+    events = store.events(conversation_id, 0, version)
+    drafts: list[Draft] = [
+        Draft(
+            ConversationStarted,
+            {
+                "metadata": dict(info.metadata if metadata is None else metadata),
+                "forked_from": {"conversation_id": conversation_id, "version": version},
+            },
+        )
+    ]
+    answered: list[str] = []
+    for event in events:
+        if isinstance(event, MessageAppended):
+            payload: dict[str, Any] = {"message_id": event.message_id, "message": event.message}
+            if event.meta is not None:
+                payload["meta"] = event.meta
+            drafts.append(Draft(MessageAppended, payload, key=event.message_id))
+            if event.message.get("role") == "tool" and isinstance(event.message.get("tool_call_id"), str):
+                answered.append(event.message["tool_call_id"])
+    calls = []
+    for call_id in dict.fromkeys(answered):
+        stream = store.stream_events(call_stream_id(conversation_id, call_id))
+        requested = next((e for e in stream if isinstance(e, ToolCallRequested)), None)
+        final = next((e for e in stream if type(e) in _FINAL and getattr(e, "final", True)), None)
+        if requested is not None and final is not None:
+            calls.append((call_id, requested, final))
+    with store.transaction() as w:
+        if w.head(target) is not None:
+            raise ConflictError(f"conversation {target!r} exists already")
+        meta_text = store._dumps(drafts[0].payload["metadata"], "metadata")
+        w.create_stream(target, target, "conversation", metadata=meta_text)
+        w.append(target, drafts)
+        for call_id, requested, final in calls:
+            status = _FINAL[type(final)]
+            stream_id = call_stream_id(target, call_id)
+            w.create_stream(stream_id, target, "tool_call", status=status)
+            w.append(
+                stream_id,
+                [
+                    Draft(ToolCallRequested, requested.payload(), key="requested"),
+                    Draft(type(final), final.payload(), key=OUTCOME_KEY),
+                ],
+                status=status,
+                lease_until=None,
+            )
+    return target
