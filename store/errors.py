@@ -14,6 +14,7 @@ __all__ = [
     "ChatledgerError",
     "ConcurrencyError",
     "ConflictError",
+    "ErasedError",
     "IntegrityError",
     "LeaseLost",
     "NotFoundError",
@@ -89,6 +90,17 @@ class ReplayDivergence(ChatledgerError):
 
 class IntegrityError(ChatledgerError):
     """Raised when stored events fail verification (a hash chain is broken)."""
+
+
+class ErasedError(ChatledgerError):
+    """Raised when reading or writing the payloads of a conversation whose data key was erased."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"conversation {conversation_id!r} was erased: its data key is destroyed and its events "
+            "are unreadable (they stay in the log and still verify)"
+        )
 
 
 class BackendUnavailable(ChatledgerError):

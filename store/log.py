@@ -25,6 +25,8 @@ from .errors import ConcurrencyError, ConflictError, NotFoundError, PendingToolC
 from .events import ConversationStarted, Event, MessageAppended, event_class
 from .messages import pending_tool_calls, validate_message
 from .recorder import CALL_SEPARATOR, NewRecord, Record, Recorder, StreamHead, WriteTransaction
+from .redact import Redactor
+from .verify import Progress, VerifyReport, verify
 
 if TYPE_CHECKING:
     from .subscriptions import Subscription
@@ -140,7 +142,15 @@ class Writer:
         status: str | None = None,
         metadata: str | None = None,
     ) -> StreamHead:
-        """Create an empty stream owned by this store's tenant."""
+        """Create an empty stream owned by this store's tenant.
+
+        Raises:
+            NotFoundError: the stream belongs to another tenant's conversation.
+        """
+        if stream_id != conversation_id:
+            owner = self._tx.head(conversation_id)
+            if owner is not None and owner.tenant != self._store.tenant:
+                raise NotFoundError(f"conversation {conversation_id!r} does not exist")
         now = now_iso()
         head = StreamHead(
             stream_id,
@@ -297,6 +307,7 @@ class Store:
         codec: PayloadCodec | None = None,
         signing_key: bytes | None = None,
         url: str = "",
+        redactor: Redactor | None = None,
     ) -> None:
         self.recorder = recorder
         self.tenant = check_id(tenant, "tenant")
@@ -304,6 +315,7 @@ class Store:
         self.codec: PayloadCodec = codec or _PlainCodec()
         self.signing_key = signing_key
         self.url = url
+        self.redactor = redactor
 
     # -- context management -------------------------------------------------------------------
 
@@ -344,7 +356,7 @@ class Store:
             ValidationError: the id, metadata or a message cannot be stored; nothing is written.
         """
         conv = new_id() if conversation_id is None else check_id(conversation_id, "conversation_id")
-        meta = dict(metadata or {})
+        meta = self._redact(dict(metadata or {}))
         meta_text = self._dumps(meta, "metadata")
         start = Draft(ConversationStarted, {"metadata": meta, "forked_from": dict(forked_from or {}) or None})
         drafts = [start, *self._message_drafts(messages, message_ids, None)]
@@ -422,9 +434,13 @@ class Store:
             raise ValidationError(where, f"is not JSON: {exc}") from None
         return text
 
+    def _redact(self, payload: Any) -> Any:
+        """The one place secrets are redacted: every payload and metadata pass through here."""
+        return payload if self.redactor is None else self.redactor.redact(payload)
+
     def _encode_payload(self, conversation_id: str, draft: Draft) -> tuple[str, str]:
         where = draft.label or draft.cls.TYPE
-        text = self._dumps(draft.payload, where)
+        text = self._dumps(self._redact(draft.payload), where)
         try:
             size = len(text.encode("utf-8"))
         except UnicodeEncodeError:
@@ -456,6 +472,12 @@ class Store:
                 **payload,
             }
         )
+
+    # -- integrity ----------------------------------------------------------------------------
+
+    def verify(self, conversation_id: str | None = None, *, progress: Progress | None = None) -> VerifyReport:
+        """Check the hash chains of this tenant's streams (see :func:`chatledger.store.verify.verify`)."""
+        return verify(self, conversation_id, progress=progress)
 
     # -- reading ------------------------------------------------------------------------------
 

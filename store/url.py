@@ -8,8 +8,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from .errors import ValidationError
 from .log import DEFAULT_MAX_EVENT_BYTES, PayloadCodec, Store
+from .redact import DefaultRedactor, Redactor
 
-__all__ = ["DEFAULT_URL", "open_store", "resolve_url"]
+__all__ = ["DEFAULT_URL", "SIGNING_KEY_ENV", "open_store", "resolve_url"]
+
+SIGNING_KEY_ENV = "CHATLEDGER_SIGNING_KEY"
 
 DEFAULT_URL = "sqlite:///chatledger.db"
 
@@ -26,6 +29,8 @@ def open_store(
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     codec: PayloadCodec | None = None,
     signing_key: bytes | None = None,
+    encryption: bool | bytes | str | None = None,
+    redactor: Redactor | bool | None = None,
     **options: Any,
 ) -> Store:
     """Open (creating if needed) the store at ``url`` for one tenant.
@@ -36,11 +41,17 @@ def open_store(
         tenant: every read and write of the returned store is scoped to this tenant.
         max_event_bytes: events larger than this are rejected with ValidationError.
         codec: transforms stored payloads (encryption at rest).
-        signing_key: makes the hash chain an HMAC under this key.
+        signing_key: makes the hash chain an HMAC under this key (default: the UTF-8 bytes of
+            ``$CHATLEDGER_SIGNING_KEY`` when set). Use the same key from the first write on.
+        encryption: encrypt payloads at rest (see :mod:`chatledger.store.crypto`): a master key
+            (32 bytes, or base64 of them), True (the key from ``$CHATLEDGER_MASTER_KEY``, which
+            must be set), False (off), or None (on exactly when ``$CHATLEDGER_MASTER_KEY`` is set).
+        redactor: replaces secrets in payloads before they are stored; True for
+            :class:`~chatledger.store.redact.DefaultRedactor`.
         options: backend options (for example ``synchronous`` or ``busy_timeout_ms`` for SQLite).
 
     Raises:
-        ValidationError: the URL has an unknown scheme.
+        ValidationError: the URL has an unknown scheme, or a key is malformed or missing.
     """
     url = resolve_url(url)
     parts = urlsplit(url)
@@ -73,6 +84,12 @@ def open_store(
         raise ValidationError(
             "url", f"unknown scheme {parts.scheme!r}: use sqlite:///, memory:// or postgresql://"
         )
+    if signing_key is None and os.environ.get(SIGNING_KEY_ENV):
+        signing_key = os.environ[SIGNING_KEY_ENV].encode("utf-8")
+    if codec is None:
+        codec = _encrypting_codec(recorder, url, encryption)
+    if redactor is True:
+        redactor = DefaultRedactor()
     return Store(
         recorder,
         tenant=tenant,
@@ -80,4 +97,23 @@ def open_store(
         codec=codec,
         signing_key=signing_key,
         url=url,
+        redactor=redactor or None,
     )
+
+
+def _encrypting_codec(recorder: Any, url: str, encryption: bool | bytes | str | None) -> PayloadCodec | None:
+    """The codec for ``open_store(encryption=...)``, or None when encryption is off."""
+    from .crypto import MASTER_KEY_ENV, EncryptingCodec, master_key_from_env, parse_master_key
+    from .keys import key_store_for
+
+    if encryption is False:
+        return None
+    if encryption is None or encryption is True:
+        master = master_key_from_env()
+        if master is None:
+            if encryption is True:
+                raise ValidationError("encryption", f"needs a master key: set {MASTER_KEY_ENV}")
+            return None
+    else:
+        master = parse_master_key(encryption, "encryption")
+    return EncryptingCodec(master, key_store_for(recorder, url))
