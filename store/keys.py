@@ -10,7 +10,7 @@ gone for good. So each backend gets a small key table beside its log:
   would wait for the lock the same thread holds). ``secure_delete`` is on for
   the deletion, and the WAL is checkpointed afterwards so the key's bytes do
   not linger in freed pages or the WAL file;
-- PostgreSQL: a ``data_keys`` table, through its own psycopg connection.
+- PostgreSQL: a ``data_keys`` table, through connections of the recorder's pool.
 
 Only wrapped keys are stored (encrypted under the master key), so a copy of
 this table is useless without the master key.
@@ -159,26 +159,24 @@ CREATE TABLE IF NOT EXISTS data_keys (
 
 
 class PostgresKeyStore:
-    """Keys in a ``data_keys`` table on the store's PostgreSQL database (own connection)."""
+    """Keys in a ``data_keys`` table on the store's PostgreSQL database.
 
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._lock = threading.Lock()
-        self._conn: Any = None
+    It borrows connections from the recorder's pool (:meth:`PostgresRecorder.connection`), one
+    short transaction per call; a key created during a write commits on its own (an orphan key
+    left by a rolled-back write is harmless).
+    """
+
+    def __init__(self, recorder: Any) -> None:
+        self._recorder = recorder
+        self._ready = False
 
     def _execute(self, sql: str, params: tuple[Any, ...], *, fetch: bool = False) -> list[Any]:
-        import psycopg
-
-        with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self._url, autocommit=True)
-                    self._conn.execute(_PG_SCHEMA)
-                cur = self._conn.execute(sql, params)
-                return list(cur.fetchall()) if fetch else []
-            except psycopg.Error as exc:
-                self._conn = None
-                raise BackendUnavailable(f"data keys: PostgreSQL said {exc}") from exc
+        with self._recorder.connection() as conn:
+            if not self._ready:
+                conn.execute(_PG_SCHEMA)
+                self._ready = True
+            cur = conn.execute(sql, params)
+            return list(cur.fetchall()) if fetch else []
 
     def _row(self, conversation_id: str) -> tuple[bytes | None] | None:
         rows = self._execute("SELECT wrapped FROM data_keys WHERE conversation_id = %s", (conversation_id,), fetch=True)
@@ -211,18 +209,11 @@ class PostgresKeyStore:
         )
         return had
 
-    def close(self) -> None:
-        """Close the key store's connection."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
 
 _MEMORY_KEYS: weakref.WeakKeyDictionary[Any, MemoryKeyStore] = weakref.WeakKeyDictionary()
 
 
-def key_store_for(recorder: Any, url: str) -> KeyStore:
+def key_store_for(recorder: Any) -> KeyStore:
     """The key store that lives beside a recorder's events.
 
     Raises:
@@ -235,6 +226,6 @@ def key_store_for(recorder: Any, url: str) -> KeyStore:
         return _MEMORY_KEYS.setdefault(recorder, MemoryKeyStore())
     if isinstance(recorder, SQLiteRecorder):
         return SQLiteKeyStore(recorder)
-    if url.split(":", 1)[0].lower() in {"postgresql", "postgres"}:
-        return PostgresKeyStore(url)
+    if type(recorder).__name__ == "PostgresRecorder":
+        return PostgresKeyStore(recorder)
     raise BackendUnavailable(f"encryption at rest has no key store for {type(recorder).__name__}")

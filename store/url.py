@@ -116,4 +116,4 @@ def _encrypting_codec(recorder: Any, url: str, encryption: bool | bytes | str | 
             return None
     else:
         master = parse_master_key(encryption, "encryption")
-    return EncryptingCodec(master, key_store_for(recorder, url))
+    return EncryptingCodec(master, key_store_for(recorder))

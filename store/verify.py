@@ -147,6 +147,8 @@ def check_stream(
             return problem(rec.version, rec.position, "inserted", f"version {rec.version} is stored twice")
         if not rec.stream_id.startswith(rec.conversation_id) or rec.conversation_id != conv:
             return problem(n, rec.position, "changed", f"conversation column says {rec.conversation_id!r}")
+        if head is not None and n > head.version:
+            return problem(n, rec.position, "inserted", f"events past the head (version {head.version}) were added")
         if _hash(prev, rec, signing_key) != rec.hash:
             return _classify_mismatch(problem, prev, records, n - 1, signing_key)
         if rec.position < last_position:
@@ -170,14 +172,6 @@ def check_stream(
         )
     if head.version > stored:
         return problem(stored + 1, None, "removed", f"the head says {head.version} events, {stored} are stored")
-    if head.version < stored:
-        extra = records[head.version]
-        return problem(
-            extra.version,
-            extra.position,
-            "inserted",
-            f"events past the head (version {head.version}) were added",
-        )
     if head.head_hash != prev:
         return problem(head.version, None, "changed", "the head row's hash does not match the last event")
     if head.tenant != (records[-1].tenant if records else head.tenant):
