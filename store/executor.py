@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConflictError, LeaseLost, ReplayDivergence, ValidationError
+from .errors import ConflictError, LeaseLost, PendingToolCallsError, ReplayDivergence, ValidationError
 from .events import MessageAppended, ToolCallFailed, ToolCallRequested
 from .ledger import (
     CallState,
@@ -241,10 +241,16 @@ class Executor:
     ) -> list[ToolCallRequested]:
         store = self.store
         mid = f"assistant:{calls[0][0]}"
+        messages = store.messages(conv)
         present = any(
             m.get("role") == "assistant" and any(c.get("id") == calls[0][0] for c in m.get("tool_calls") or [])
-            for m in store.messages(conv)
+            for m in messages
         )
+        if not present:
+            # A new assistant turn after unanswered calls would hand models an invalid history.
+            waiting = pending_tool_calls(messages)
+            if waiting:
+                raise PendingToolCallsError(conv, waiting)
         events: list[ToolCallRequested] = []
         with store.transaction() as w:
             if not present:
@@ -622,6 +628,8 @@ class Executor:
                     done = self._recorded(state, True)
                 elif state.status == "claimed":
                     done = self._mark_unknown(state, f"{reason} while worker {state.worker_id} held it", True)
+                elif state.status == "requested":
+                    done = self._refuse(state, f"not run ({reason})", True)
                 else:
                     last = f"; last error: {state.last_error}" if state.last_error else ""
                     done = self._refuse(state, f"not completed ({reason}){last}", True)
