@@ -1,14 +1,39 @@
 """chatledger.projections: read models folded from the log (chat history, tool audit, index, search)."""
 
+from chatledger.store.subscriptions import Subscription, SubscriptionState, SubscriptionStopped, subscribe
+
 from .audit import AuditRow, audit_key, fold_audit, tool_audit
 from .history import chat_history, fold_history, history_from_events
+from .index import ConversationIndex, IndexEntry, conversation_index
+from .runner import ProjectionRunner, default_projections, projection_states, register_projection
+from .search import MessageSearch, SearchHit, search
+from .tables import Projection, Table, Tables
+from .tracking import ProjectionState
 
 __all__ = [
     "AuditRow",
+    "ConversationIndex",
+    "IndexEntry",
+    "MessageSearch",
+    "Projection",
+    "ProjectionRunner",
+    "ProjectionState",
+    "SearchHit",
+    "Subscription",
+    "SubscriptionState",
+    "SubscriptionStopped",
+    "Table",
+    "Tables",
     "audit_key",
     "chat_history",
+    "conversation_index",
+    "default_projections",
     "fold_audit",
     "fold_history",
     "history_from_events",
+    "projection_states",
+    "register_projection",
+    "search",
+    "subscribe",
     "tool_audit",
 ]

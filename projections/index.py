@@ -1,0 +1,190 @@
+"""The conversation index: one row per conversation, for listing and dashboards.
+
+Each row holds the conversation's id, tenant, creation time, last activity,
+version, message and tool-call counts, a status and its metadata. The fold is
+pure; :class:`ProjectionRunner` materializes it (SQLite table
+``conversation_index``, PostgreSQL table of the same name, or dicts).
+
+Status: ``empty`` (no message yet), ``awaiting_tools`` (an assistant tool call
+has no result yet), ``awaiting_reply`` (the last message is from the user or a
+tool), ``answered`` (the last message is the assistant's).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from chatledger.store import ConversationStarted, Event, MessageAppended, Store, ValidationError
+
+from .runner import ProjectionRunner, read_models, register_projection
+from .tables import Table, Tables
+
+__all__ = ["ConversationIndex", "IndexEntry", "conversation_index", "message_text"]
+
+TABLE = Table(
+    "conversation_index",
+    {
+        "conversation_id": "str",
+        "tenant": "str",
+        "created_at": "str",
+        "last_activity": "str",
+        "version": "int",
+        "messages": "int",
+        "tool_calls": "int",
+        "open_tool_calls": "int",
+        "status": "str",
+        "title": "str",
+        "metadata": "json",
+        "forked_from": "json",
+    },
+    pk=("conversation_id",),
+    indexes=(("tenant", "last_activity"), ("tenant", "status")),
+)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The searchable text of a chat message: its text content and parts, and its tool calls."""
+    content = message.get("content")
+    parts: list[str] = []
+    if isinstance(content, str):
+        parts.append(content)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            parts.append(f"{fn.get('name', '')} {fn.get('arguments', '')}")
+    return "\n".join(p for p in parts if p)
+
+
+class ConversationIndex:
+    """Folds conversation and message events into one ``conversation_index`` row per conversation."""
+
+    name: ClassVar[str] = "conversations"
+    version: ClassVar[int] = 1
+    tables: ClassVar[tuple[Table, ...]] = (TABLE,)
+    types: ClassVar[frozenset[str] | None] = None
+
+    def apply(self, tables: Tables, event: Event) -> None:
+        """Start a row on ``conversation.started``; count messages and tool calls; track activity."""
+        at = event.recorded_at.isoformat()
+        if isinstance(event, ConversationStarted):
+            tables.put(
+                TABLE.name,
+                {
+                    "conversation_id": event.conversation_id,
+                    "tenant": event.tenant,
+                    "created_at": at,
+                    "last_activity": at,
+                    "version": event.version,
+                    "messages": 0,
+                    "tool_calls": 0,
+                    "open_tool_calls": 0,
+                    "status": "empty",
+                    "title": None,
+                    "metadata": json.dumps(event.metadata, ensure_ascii=False),
+                    "forked_from": json.dumps(event.forked_from) if event.forked_from else None,
+                },
+            )
+            return
+        row = tables.get(TABLE.name, event.conversation_id)
+        if row is None:
+            return
+        row["last_activity"] = at
+        if event.stream_id == event.conversation_id:
+            row["version"] = event.version
+        if isinstance(event, MessageAppended):
+            message = event.message
+            role = message.get("role")
+            calls = len(message.get("tool_calls") or [])
+            row["messages"] += 1
+            row["tool_calls"] += calls
+            row["open_tool_calls"] += calls
+            if role == "tool":
+                row["open_tool_calls"] = max(0, row["open_tool_calls"] - 1)
+            if row["title"] is None and role == "user":
+                row["title"] = message_text(message)[:80] or None
+            if row["open_tool_calls"]:
+                row["status"] = "awaiting_tools"
+            elif role == "assistant":
+                row["status"] = "answered"
+            elif role in ("user", "tool"):
+                row["status"] = "awaiting_reply"
+        tables.put(TABLE.name, row)
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One conversation in the index."""
+
+    conversation_id: str
+    tenant: str
+    created_at: str
+    last_activity: str
+    version: int
+    messages: int
+    tool_calls: int
+    status: str
+    title: str | None
+    metadata: dict[str, Any]
+
+
+_ORDERS = ("last_activity", "created_at", "messages", "tool_calls", "conversation_id")
+
+
+def conversation_index(
+    store: Store,
+    *,
+    status: str | None = None,
+    order_by: str = "last_activity",
+    desc: bool = True,
+    limit: int | None = None,
+    catch_up: bool = True,
+) -> list[IndexEntry]:
+    """The store tenant's conversations from the index, newest activity first by default.
+
+    Args:
+        status: only conversations with this status.
+        order_by: one of last_activity, created_at, messages, tool_calls, conversation_id.
+        catch_up: bring the index up to date with the log first (read-your-writes).
+
+    Raises:
+        ValidationError: an unknown ``order_by``.
+    """
+    if order_by not in _ORDERS:
+        raise ValidationError("order_by", f"must be one of {', '.join(_ORDERS)}")
+    if catch_up:
+        ProjectionRunner(store, [ConversationIndex()]).catch_up()
+    where: dict[str, Any] = {"tenant": store.tenant}
+    if status is not None:
+        where["status"] = status
+    rows = read_models(store).rows(TABLE, where, order_by, desc, limit)
+    return [
+        IndexEntry(
+            r["conversation_id"],
+            r["tenant"],
+            r["created_at"],
+            r["last_activity"],
+            r["version"],
+            r["messages"],
+            r["tool_calls"],
+            r["status"],
+            r["title"],
+            _json(r["metadata"]),
+        )
+        for r in rows
+    ]
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    loaded = json.loads(value) if value else {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+register_projection(ConversationIndex.name, ConversationIndex)

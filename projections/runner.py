@@ -1,0 +1,220 @@
+"""The projection runner: folds the global log into read models, exactly once, resumably.
+
+The runner reads the log with ``read_all(after=<last position seen>)`` (never
+comparing positions numerically: on PostgreSQL they are unique but need not
+increase in log order), folds each batch into every projection that stands at
+the same position, and commits the table changes together with the new
+position in one transaction of the read-model backend (see
+:mod:`chatledger.projections.tracking`). A crash before the commit leaves
+neither; a restart continues from the stored position. Two runners on the same
+projection serialize on the tracking rows and the loser of a race sees that the
+position moved and re-reads it, so no event is ever applied twice.
+
+Where the read models live is decided per backend by :func:`read_models`:
+a ``.views.db`` file beside a SQLite log (see :mod:`chatledger.projections.sqlite`
+for why), the same database on PostgreSQL, dicts for the in-memory backend.
+A projection whose ``version`` changed, or that is new on an existing log, starts
+from zero and catches up on its first run.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from chatledger.store import NotFoundError, Store, ValidationError
+from chatledger.store.recorder import Record
+
+from .tables import Projection, Tables
+from .tracking import ProjectionState, ReadModels
+
+__all__ = [
+    "ProjectionRunner",
+    "default_projections",
+    "projection_states",
+    "read_models",
+    "register_projection",
+]
+
+ProjectionFactory = Callable[[], Projection]
+_FACTORIES: dict[str, ProjectionFactory] = {}
+_MODELS: weakref.WeakKeyDictionary[Any, ReadModels] = weakref.WeakKeyDictionary()
+_PREPARED: weakref.WeakKeyDictionary[Any, set[tuple[str, int]]] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def register_projection(name: str, factory: ProjectionFactory) -> None:
+    """Make a projection part of :func:`default_projections` (and of ``chatledger rebuild``)."""
+    _FACTORIES[name] = factory
+
+
+def default_projections() -> list[Projection]:
+    """A fresh instance of every registered projection, in registration order."""
+    from . import (  # noqa: F401  (importing registers the built-in projections)
+        audit_table,
+        index,
+        search,
+    )
+
+    return [factory() for factory in _FACTORIES.values()]
+
+
+def read_models(store: Store) -> ReadModels:
+    """The read-model store that belongs to ``store``'s backend (one per backend, shared)."""
+    recorder = store.recorder
+    with _LOCK:
+        models = _MODELS.get(recorder)
+        if models is None:
+            models = _MODELS[recorder] = _make_models(recorder)
+        return models
+
+
+def _make_models(recorder: Any) -> ReadModels:
+    from chatledger.store.memory import MemoryRecorder
+    from chatledger.store.sqlite import SQLiteRecorder
+
+    if isinstance(recorder, MemoryRecorder):
+        from .memory import MemoryReadModels
+
+        return MemoryReadModels()
+    if isinstance(recorder, SQLiteRecorder):
+        from .sqlite import SQLiteReadModels, views_path
+
+        if recorder.path == ":memory:":
+            raise ValidationError("url", "read models need a SQLite file, not :memory:")
+        return SQLiteReadModels(views_path(recorder.path))
+    if callable(getattr(recorder, "connection", None)):
+        from .postgres import PostgresReadModels
+
+        return PostgresReadModels(recorder)
+    raise ValidationError("store", f"{type(recorder).__name__} has no read-model backend")
+
+
+def projection_states(store: Store) -> list[ProjectionState]:
+    """Every projection's tracking row: name, version, position, events read, last update."""
+    return read_models(store).states()
+
+
+class ProjectionRunner:
+    """Keeps projections up to date with the log of ``store``'s backend (every tenant).
+
+    Args:
+        store: the log to read. Projections hold every tenant's rows; reads filter by tenant.
+        projections: what to run (default: :func:`default_projections`).
+        batch_size: events per transaction.
+        models: where the read models live (default: :func:`read_models` of the store).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        projections: Sequence[Projection] | None = None,
+        *,
+        batch_size: int = 1000,
+        models: ReadModels | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValidationError("batch_size", "must be at least 1")
+        self.store = store
+        self.projections = list(projections) if projections is not None else default_projections()
+        names = [p.name for p in self.projections]
+        if len(set(names)) != len(names):
+            raise ValidationError("projections", f"names must be unique, got {names}")
+        self.batch_size = batch_size
+        self.models = models if models is not None else read_models(store)
+
+    def _select(self, names: Iterable[str] | None) -> list[Projection]:
+        if names is None:
+            return self.projections
+        by_name = {p.name: p for p in self.projections}
+        chosen = []
+        for name in names:
+            if name not in by_name:
+                raise NotFoundError(f"no projection named {name!r}; known: {', '.join(sorted(by_name))}")
+            chosen.append(by_name[name])
+        return chosen
+
+    def _prepare(self, projections: Sequence[Projection]) -> None:
+        with _LOCK:
+            done = _PREPARED.setdefault(self.models, set())
+        for p in projections:
+            if (p.name, p.version) not in done:
+                self.models.prepare(p.name, p.version, p.tables)
+                done.add((p.name, p.version))
+
+    def catch_up(self, names: Iterable[str] | None = None, progress: Callable[[int], None] | None = None) -> int:
+        """Fold every event not yet applied into the projections; return how many events were read.
+
+        Args:
+            names: only these projections (default: all of the runner's).
+            progress: called after each committed batch with the events read so far.
+        """
+        selected = self._select(names)
+        self._prepare(selected)
+        total = 0
+        while True:
+            states = {s.name: s.position for s in self.models.states()}
+            groups: dict[int, list[Projection]] = {}
+            for p in selected:
+                groups.setdefault(states[p.name], []).append(p)
+            moved = False
+            for position, group in groups.items():
+                read = self._batch(group, position)
+                if read is None or read > 0:
+                    moved = True
+                    total += read or 0
+                    if progress is not None and read:
+                        progress(total)
+            if not moved:
+                return total
+
+    def _batch(self, group: Sequence[Projection], position: int) -> int | None:
+        """Apply one batch to projections standing at ``position``; None when another runner moved them."""
+        # Read before the transaction opens: on PostgreSQL a reader waits for older open
+        # transactions, and the batch's own (which holds the tracking rows) must not be one.
+        records = self.store.recorder.read_all(position, self.batch_size, None)
+        if not records:
+            return 0
+        with self.models.batch([p.name for p in group], position) as batch:
+            if batch is None:
+                return None
+            tables = [Tables(batch, p.tables) for p in group]
+            _fold(self.store, records, group, tables)
+            for t in tables:
+                t.flush()
+            batch.advance(records[-1].position, len(records))
+            return len(records)
+
+    def rebuild(self, names: Iterable[str] | None = None, progress: Callable[[int], None] | None = None) -> int:
+        """Drop the projections' tables and replay the whole log into them; return the events read."""
+        selected = self._select(names)
+        for p in selected:
+            self.models.prepare(p.name, p.version, p.tables, reset=True)
+        self._prepare(selected)
+        return self.catch_up([p.name for p in selected], progress)
+
+    def run_forever(self, stop_event: threading.Event, poll_interval: float = 0.5) -> None:
+        """Catch up, then keep following the log until ``stop_event`` is set."""
+        while not stop_event.is_set():
+            if self.catch_up() == 0:
+                stop_event.wait(poll_interval)
+
+    def states(self) -> list[ProjectionState]:
+        """The tracking rows of this runner's projections."""
+        mine = {p.name for p in self.projections}
+        return [s for s in self.models.states() if s.name in mine]
+
+
+def _fold(store: Store, records: Sequence[Record], group: Sequence[Projection], tables: Sequence[Tables]) -> None:
+    """Fold records into each projection, decoding each record at most once and only if one wants it."""
+    wants = [(p.types, p.apply, t) for p, t in zip(group, tables, strict=True)]
+    decode = store.decode
+    for record in records:
+        event = None
+        for types, apply, t in wants:
+            if types is None or record.type in types:
+                if event is None:
+                    event = decode(record)
+                apply(t, event)

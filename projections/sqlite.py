@@ -1,0 +1,243 @@
+"""Read models in a SQLite file, materialized with sqlite-utils.
+
+The read models live in **their own file next to the log** (``chat.db`` ->
+``chat.views.db``), not in the log's file. Why a separate file:
+
+* the runner's writes never take the log's write lock, so projecting (and a
+  full rebuild) never delays an append, and appenders never delay projecting;
+* what must be atomic is *tables + tracking row*, and both live in this file,
+  so every batch is still one transaction: exactly-once and crash-safe;
+* the read models are disposable: delete the file and they are rebuilt.
+  That also makes ``synchronous=NORMAL`` safe here: a power cut can only lose
+  the last committed batches, and their tracking row with them, so they are
+  simply applied again.
+
+Each batch runs ``BEGIN IMMEDIATE`` on the views file (the write lock is taken
+before anything is read, so the sqlite-utils reads that precede its writes can
+never hit ``SQLITE_BUSY_SNAPSHOT``), reads the tracking rows under that lock,
+and commits only if they still hold the position the batch started from: a
+second runner process waits for the lock, then sees the new position and
+carries on from there. One sqlite-utils ``Database`` is kept per connection
+(its first upsert runs a probe with DDL), and connections are opened and
+closed only by this module.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from chatledger.store import BackendUnavailable, ConcurrencyError
+from sqlite_utils import Database
+
+from .tables import Key, Row, Table
+from .tracking import ProjectionState, now_iso
+
+__all__ = ["SQLiteReadModels", "views_path"]
+
+_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "json": str}
+
+_TRACKING = """
+CREATE TABLE IF NOT EXISTS projection_tracking (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+)
+"""
+
+
+def views_path(log_path: str) -> str:
+    """The read-model file that belongs to a log file: ``chat.db`` -> ``chat.views.db``."""
+    path = Path(log_path)
+    return str(path.with_name(path.stem + ".views" + (path.suffix or ".db")))
+
+
+class _Batch:
+    def __init__(self, models: SQLiteReadModels, names: Sequence[str], expected: int) -> None:
+        self._models = models
+        self._db = models._db()
+        self._names = list(names)
+        self.position = expected
+
+    def load(self, table: Table, key: Key) -> Row | None:
+        where = " AND ".join(f'"{c}" = ?' for c in table.pk)
+        cur = self._db.conn.execute(f'SELECT * FROM "{table.name}" WHERE {where}', key)
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def write(self, table: Table, upserts: Sequence[Row], inserts: Sequence[Row]) -> None:
+        if upserts:
+            cols = list(table.columns)
+            marks = ",".join("?" * len(cols))
+            names = ",".join(f'"{c}"' for c in cols)
+            keys = ",".join(f'"{c}"' for c in table.pk)
+            sets = ",".join(f'"{c}" = excluded."{c}"' for c in cols if c not in table.pk)
+            self._db.conn.executemany(
+                f'INSERT INTO "{table.name}" ({names}) VALUES ({marks}) ON CONFLICT ({keys}) DO UPDATE SET {sets}',
+                [[row.get(c) for c in cols] for row in upserts],
+            )
+        if inserts:
+            self._db.table(table.name).insert_all(inserts, batch_size=500)
+
+    def advance(self, position: int, events: int) -> None:
+        marks = ",".join("?" * len(self._names))
+        cur = self._db.conn.execute(
+            f"UPDATE projection_tracking SET position = ?, events = events + ?, updated_at = ? "
+            f"WHERE position = ? AND name IN ({marks})",
+            [position, events, now_iso(), self.position, *self._names],
+        )
+        if cur.rowcount != len(self._names):
+            raise ConcurrencyError("projections " + ",".join(self._names), self.position, position)
+        self.position = position
+
+
+class SQLiteReadModels:
+    """Read-model tables and their tracking rows in one SQLite file."""
+
+    def __init__(self, path: str, *, busy_timeout_ms: int = 30_000) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        with self._write() as db:
+            db.conn.execute(_TRACKING)
+
+    def _db(self) -> Database:
+        db: Database | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+                )
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"opening the read models {self.path}: {exc}") from exc
+            # One Database per connection: its first upsert probes with DDL; never close it through sqlite-utils.
+            db = self._local.db = Database(conn, recursive_triggers=False, execute_plugins=False)
+            with self._lock:
+                self._all.append(conn)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[Database]:
+        db = self._db()
+        try:
+            db.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"locking the read models {self.path}: {exc}") from exc
+        try:
+            yield db
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+
+    def _create(self, db: Database, tables: Sequence[Table]) -> None:
+        for table in tables:
+            db.table(table.name).create(
+                {c: _TYPES[t] for c, t in table.columns.items()}, pk=table.pk, if_not_exists=True
+            )
+            for cols in table.indexes:
+                db.table(table.name).create_index(list(cols), if_not_exists=True)
+            if table.fts and not db.table(table.name).detect_fts():
+                db.table(table.name).enable_fts(
+                    [table.fts], create_triggers=True, tokenize="porter unicode61 remove_diacritics 2"
+                )
+
+    def _drop(self, db: Database, tables: Sequence[Table]) -> None:
+        for table in tables:
+            if table.fts:
+                for suffix in ("_fts",):
+                    db.conn.execute(f'DROP TABLE IF EXISTS "{table.name}{suffix}"')
+                for trigger in ("ai", "ad", "au"):
+                    db.conn.execute(f'DROP TRIGGER IF EXISTS "{table.name}_{trigger}"')
+            db.conn.execute(f'DROP TABLE IF EXISTS "{table.name}"')
+
+    def prepare(self, name: str, version: int, tables: Sequence[Table], *, reset: bool = False) -> bool:
+        """Create a projection's tables and tracking row; start over when reset or its version changed.
+
+        Returns True when the projection starts from zero.
+        """
+        with self._write() as db:
+            row = db.conn.execute("SELECT version FROM projection_tracking WHERE name = ?", [name]).fetchone()
+            fresh = reset or row is None or row[0] != version
+            if fresh:
+                self._drop(db, tables)
+                db.conn.execute(
+                    "INSERT OR REPLACE INTO projection_tracking (name, version, position, events, updated_at) "
+                    "VALUES (?, ?, 0, 0, ?)",
+                    [name, version, now_iso()],
+                )
+            self._create(db, tables)
+        return fresh
+
+    def states(self) -> list[ProjectionState]:
+        """Every projection's tracking row."""
+        rows = self._db().conn.execute(
+            "SELECT name, version, position, events, updated_at FROM projection_tracking ORDER BY name"
+        )
+        return [ProjectionState(*row) for row in rows.fetchall()]
+
+    @contextmanager
+    def batch(self, names: Sequence[str], expected: int) -> Iterator[_Batch | None]:
+        """A write transaction for projections at ``expected``; None when one of them moved on."""
+        with self._write() as db:
+            marks = ",".join("?" * len(names))
+            rows = db.conn.execute(
+                f"SELECT position FROM projection_tracking WHERE name IN ({marks})", list(names)
+            ).fetchall()
+            if len(rows) != len(names) or any(r[0] != expected for r in rows):
+                yield None
+                return
+            yield _Batch(self, names, expected)
+
+    def rows(
+        self,
+        table: Table,
+        where: dict[str, Any],
+        order_by: str | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> list[Row]:
+        """Rows of a table matching ``column = value`` filters."""
+        clause = " AND ".join(f'"{c}" = ?' for c in where) or "1"
+        order = f' ORDER BY "{order_by}"{" DESC" if desc else ""}' if order_by else ""
+        cur = self._db().conn.execute(
+            f'SELECT * FROM "{table.name}" WHERE {clause}{order} LIMIT ?',
+            [*where.values(), -1 if limit is None else limit],
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def search(self, table: Table, query: str, where: dict[str, Any], limit: int) -> list[Row]:
+        """Full-text matches (FTS5, best first), each with a ``snippet`` around the matched terms."""
+        fts = f"{table.name}_fts"
+        clause = "".join(f' AND t."{c}" = ?' for c in where)
+        sql = (
+            f"SELECT t.*, snippet(\"{fts}\", 0, '[', ']', '…', 16) AS snippet "
+            f'FROM "{fts}" JOIN "{table.name}" t ON t.rowid = "{fts}".rowid '
+            f'WHERE "{fts}" MATCH ?{clause} ORDER BY "{fts}".rank LIMIT ?'
+        )
+        db = self._db()
+        cur = db.conn.execute(sql, [db.quote_fts(query), *where.values(), limit])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def close(self) -> None:
+        """Close this module's own connections."""
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()

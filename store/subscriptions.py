@@ -1,0 +1,438 @@
+"""Durable subscriptions: named consumers of the global log that resume where they stopped.
+
+A subscription delivers every event of its tenant to a handler, once, in global
+order, in whichever process runs it. Its state is a row in the store itself
+(``subscriptions``: position, status, error, owner, lease) on the same backend
+as the log: the store's own file on SQLite (written through the recorder's
+write lock), the recorder's connection on PostgreSQL, a dict on the in-memory
+backend.
+
+How "once" is kept:
+
+* **One consumer at a time.** ``run_once`` first takes a lease on the row (a
+  conditional ``UPDATE`` that only succeeds when the row is free, expired or
+  already ours). A second process running the same subscription finds it held
+  and delivers nothing, so two processes never hand the same event to their
+  handlers concurrently.
+* **Position after each event.** The position moves with a compare-and-set
+  (``WHERE owner = me AND position = <the one I read>``) right after the
+  handler returns. Positions are only ever compared for equality and the next
+  read is always ``read_all(after=<last position seen>)``: on PostgreSQL
+  positions are unique but need not increase in log order.
+* **A failing handler stops the subscription at that event**: the row records
+  ``status='stopped'``, the error and the failed event's position; the
+  position stays on the last event handled. Nothing is skipped until an
+  operator calls :meth:`Subscription.resume` (retry, or ``skip=True``).
+
+Honest limit: a handler's own side effects are outside the store's
+transaction. If the process dies after a handler returned but before its
+position was stored, that one event is delivered again on restart
+(at-least-once for the last event, exactly-once for every other). Handlers
+that must be exactly-once dedupe on ``event.event_id``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import ChatledgerError, LeaseLost, ValidationError
+
+if TYPE_CHECKING:
+    from .events import Event
+    from .log import Store
+
+__all__ = [
+    "Handler",
+    "Subscription",
+    "SubscriptionState",
+    "SubscriptionStopped",
+    "subscribe",
+    "subscription_states",
+]
+
+Handler = Callable[["Event"], object]
+
+_COLUMNS = "tenant, name, position, status, error, failed_position, owner, lease_until, delivered, updated_at"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscriptions (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    position BIGINT NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'active',
+    error TEXT,
+    failed_position BIGINT,
+    owner TEXT,
+    lease_until DOUBLE PRECISION,
+    delivered BIGINT NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, name)
+)
+"""
+
+
+class SubscriptionStopped(ChatledgerError):
+    """Raised when a subscription's handler failed on an event: it waits there until resumed."""
+
+    def __init__(self, state: SubscriptionState) -> None:
+        self.state = state
+        super().__init__(
+            f"subscription {state.name!r} stopped at position {state.failed_position}: {state.error}. "
+            "Fix the handler, then call resume() (or resume(skip=True) to pass over that event)."
+        )
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    """A subscription as stored: where it stands, whether it is stopped and why, who holds it."""
+
+    tenant: str
+    name: str
+    position: int
+    status: str
+    error: str | None
+    failed_position: int | None
+    owner: str | None
+    lease_until: float | None
+    delivered: int
+    updated_at: str
+
+
+class _Tracking(Protocol):
+    """Where subscription rows live: one implementation per backend."""
+
+    def get(self, tenant: str, name: str) -> SubscriptionState | None: ...
+
+    def states(self, tenant: str | None) -> list[SubscriptionState]: ...
+
+    def acquire(self, tenant: str, name: str, owner: str, now: float, until: float) -> SubscriptionState | None: ...
+
+    def advance(self, tenant: str, name: str, owner: str, old: int, new: int, until: float) -> bool: ...
+
+    def stop(self, tenant: str, name: str, owner: str, failed: int, error: str) -> None: ...
+
+    def release(self, tenant: str, name: str, owner: str) -> None: ...
+
+    def resume(self, tenant: str, name: str, skip: bool) -> bool: ...
+
+
+def _now_iso() -> str:
+    from .log import now_iso
+
+    return now_iso()
+
+
+class _SQLTracking:
+    """Subscription rows in a SQL table, written in the backend's own write transactions."""
+
+    def __init__(self, transaction: Callable[[], Any], placeholder: str) -> None:
+        self._transaction = transaction
+        self._ph = placeholder
+        with self._transaction() as run:
+            run(SCHEMA)
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("%s", self._ph)
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> SubscriptionState | None:
+        with self._transaction() as run:
+            rows = run(self._sql(sql), params)
+        return SubscriptionState(*rows[0]) if rows else None
+
+    def get(self, tenant: str, name: str) -> SubscriptionState | None:
+        return self._one(f"SELECT {_COLUMNS} FROM subscriptions WHERE tenant = %s AND name = %s", (tenant, name))
+
+    def states(self, tenant: str | None) -> list[SubscriptionState]:
+        with self._transaction() as run:
+            if tenant is None:
+                rows = run(f"SELECT {_COLUMNS} FROM subscriptions ORDER BY tenant, name", ())
+            else:
+                rows = run(
+                    self._sql(f"SELECT {_COLUMNS} FROM subscriptions WHERE tenant = %s ORDER BY name"), (tenant,)
+                )
+        return [SubscriptionState(*row) for row in rows]
+
+    def acquire(self, tenant: str, name: str, owner: str, now: float, until: float) -> SubscriptionState | None:
+        stamp = _now_iso()
+        with self._transaction() as run:
+            # The write comes first, so a SQLite transaction never reads before it holds the lock.
+            run(
+                self._sql(
+                    "INSERT INTO subscriptions (tenant, name, position, status, delivered, updated_at) "
+                    "VALUES (%s, %s, 0, 'active', 0, %s) ON CONFLICT (tenant, name) DO NOTHING"
+                ),
+                (tenant, name, stamp),
+            )
+            rows = run(
+                self._sql(
+                    "UPDATE subscriptions SET owner = %s, lease_until = %s WHERE tenant = %s AND name = %s "
+                    "AND (owner IS NULL OR owner = %s OR lease_until < %s) "
+                    f"RETURNING {_COLUMNS}"
+                ),
+                (owner, until, tenant, name, owner, now),
+            )
+        return SubscriptionState(*rows[0]) if rows else None
+
+    def advance(self, tenant: str, name: str, owner: str, old: int, new: int, until: float) -> bool:
+        rows = self._one(
+            "UPDATE subscriptions SET position = %s, delivered = delivered + 1, lease_until = %s, "
+            "updated_at = %s WHERE tenant = %s AND name = %s AND owner = %s AND position = %s "
+            f"RETURNING {_COLUMNS}",
+            (new, until, _now_iso(), tenant, name, owner, old),
+        )
+        return rows is not None
+
+    def stop(self, tenant: str, name: str, owner: str, failed: int, error: str) -> None:
+        self._one(
+            "UPDATE subscriptions SET status = 'stopped', error = %s, failed_position = %s, updated_at = %s "
+            f"WHERE tenant = %s AND name = %s AND owner = %s RETURNING {_COLUMNS}",
+            (error, failed, _now_iso(), tenant, name, owner),
+        )
+
+    def release(self, tenant: str, name: str, owner: str) -> None:
+        self._one(
+            "UPDATE subscriptions SET owner = NULL, lease_until = NULL "
+            f"WHERE tenant = %s AND name = %s AND owner = %s RETURNING {_COLUMNS}",
+            (tenant, name, owner),
+        )
+
+    def resume(self, tenant: str, name: str, skip: bool) -> bool:
+        move = "position = failed_position, delivered = delivered + 1, " if skip else ""
+        row = self._one(
+            f"UPDATE subscriptions SET {move}status = 'active', error = NULL, failed_position = NULL, "
+            f"updated_at = %s WHERE tenant = %s AND name = %s AND status = 'stopped' RETURNING {_COLUMNS}",
+            (_now_iso(), tenant, name),
+        )
+        return row is not None
+
+
+class _MemoryTracking:
+    """Subscription rows in a dict, for the in-memory backend (one process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[tuple[str, str], SubscriptionState] = {}
+
+    def get(self, tenant: str, name: str) -> SubscriptionState | None:
+        with self._lock:
+            return self._rows.get((tenant, name))
+
+    def states(self, tenant: str | None) -> list[SubscriptionState]:
+        with self._lock:
+            rows = [s for s in self._rows.values() if tenant is None or s.tenant == tenant]
+        return sorted(rows, key=lambda s: (s.tenant, s.name))
+
+    def acquire(self, tenant: str, name: str, owner: str, now: float, until: float) -> SubscriptionState | None:
+        with self._lock:
+            row = self._rows.get((tenant, name))
+            if row is None:
+                row = SubscriptionState(tenant, name, 0, "active", None, None, None, None, 0, _now_iso())
+            if row.owner not in (None, owner) and (row.lease_until or 0) >= now:
+                return None
+            row = self._rows[(tenant, name)] = replace(row, owner=owner, lease_until=until)
+            return row
+
+    def _update(self, tenant: str, name: str, check: Callable[[SubscriptionState], bool], **changes: Any) -> bool:
+        with self._lock:
+            row = self._rows.get((tenant, name))
+            if row is None or not check(row):
+                return False
+            self._rows[(tenant, name)] = replace(row, **changes)
+            return True
+
+    def advance(self, tenant: str, name: str, owner: str, old: int, new: int, until: float) -> bool:
+        row = self.get(tenant, name)
+        delivered = (row.delivered if row else 0) + 1
+        return self._update(
+            tenant,
+            name,
+            lambda r: r.owner == owner and r.position == old,
+            position=new,
+            lease_until=until,
+            delivered=delivered,
+            updated_at=_now_iso(),
+        )
+
+    def stop(self, tenant: str, name: str, owner: str, failed: int, error: str) -> None:
+        self._update(
+            tenant,
+            name,
+            lambda r: r.owner == owner,
+            status="stopped",
+            error=error,
+            failed_position=failed,
+            updated_at=_now_iso(),
+        )
+
+    def release(self, tenant: str, name: str, owner: str) -> None:
+        self._update(tenant, name, lambda r: r.owner == owner, owner=None, lease_until=None)
+
+    def resume(self, tenant: str, name: str, skip: bool) -> bool:
+        row = self.get(tenant, name)
+        if row is None or row.status != "stopped":
+            return False
+        changes: dict[str, Any] = {"status": "active", "error": None, "failed_position": None}
+        if skip and row.failed_position is not None:
+            changes.update(position=row.failed_position, delivered=row.delivered + 1)
+        return self._update(tenant, name, lambda r: r.status == "stopped", updated_at=_now_iso(), **changes)
+
+
+_TRACKING: weakref.WeakKeyDictionary[Any, _Tracking] = weakref.WeakKeyDictionary()
+_TRACKING_LOCK = threading.Lock()
+
+
+def _tracking(store: Store) -> _Tracking:
+    """The subscription table of the store's backend (created on first use, cached per recorder)."""
+    recorder = store.recorder
+    with _TRACKING_LOCK:
+        found = _TRACKING.get(recorder)
+        if found is None:
+            found = _TRACKING[recorder] = _make_tracking(recorder)
+        return found
+
+
+def _make_tracking(recorder: Any) -> _Tracking:
+    from .memory import MemoryRecorder
+    from .sqlite import SQLiteRecorder
+
+    if isinstance(recorder, MemoryRecorder):
+        return _MemoryTracking()
+    if isinstance(recorder, SQLiteRecorder):
+        sqlite_recorder = recorder
+
+        @contextmanager
+        def sqlite_tx() -> Iterator[Callable[[str, tuple[Any, ...]], list[Any]]]:
+            # The recorder's write lock (BEGIN IMMEDIATE) on this thread's connection.
+            with sqlite_recorder.write():
+                conn = sqlite_recorder.connection
+
+                def run(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+                    return conn.execute(sql, params).fetchall()
+
+                yield run
+
+        return _SQLTracking(sqlite_tx, "?")
+    connection = getattr(recorder, "connection", None)
+    if callable(connection):
+
+        @contextmanager
+        def pg_tx() -> Iterator[Callable[[str, tuple[Any, ...]], list[Any]]]:
+            with connection() as conn:
+
+                def run(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+                    cur = conn.execute(sql, params)
+                    return list(cur.fetchall()) if cur.description else []
+
+                yield run
+
+        return _SQLTracking(pg_tx, "%s")
+    raise ValidationError("store", f"{type(recorder).__name__} does not support durable subscriptions")
+
+
+class Subscription:
+    """A named, durable consumer of one tenant's log, delivering each event to ``handler`` once.
+
+    Build it with :func:`subscribe` or :meth:`chatledger.store.Store.subscribe`; nothing runs
+    until :meth:`run_once` or :meth:`run_forever` is called, in whichever process should consume.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        handler: Handler,
+        *,
+        batch: int = 100,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 0.25,
+        worker_id: str | None = None,
+    ) -> None:
+        from .log import check_id
+
+        self.store = store
+        self.name = check_id(name, "name")
+        self.handler = handler
+        if batch < 1:
+            raise ValidationError("batch", "must be at least 1")
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.worker_id = worker_id or uuid.uuid4().hex
+
+    def state(self) -> SubscriptionState | None:
+        """The stored state (None before the first run)."""
+        return _tracking(self.store).get(self.store.tenant, self.name)
+
+    def run_once(self) -> int:
+        """Deliver every event not yet delivered, in global order; return how many were delivered.
+
+        Returns 0 without delivering when another process holds the subscription.
+
+        Raises:
+            SubscriptionStopped: the handler raised (now, or on an earlier run and it was not resumed).
+            LeaseLost: another consumer took over (this one held the lease past its expiry).
+        """
+        import time
+
+        tracking, tenant, me = _tracking(self.store), self.store.tenant, self.worker_id
+        state = tracking.acquire(tenant, self.name, me, time.time(), time.time() + self.lease_seconds)
+        if state is None:
+            return 0
+        delivered = 0
+        try:
+            if state.status == "stopped":
+                raise SubscriptionStopped(state)
+            position = state.position
+            while True:
+                records = self.store.recorder.read_all(position, self.batch, tenant)
+                for record in records:
+                    try:
+                        self.handler(self.store.decode(record))
+                    except Exception as exc:
+                        error = f"{type(exc).__name__}: {exc}"
+                        tracking.stop(tenant, self.name, me, record.position, error)
+                        stopped = tracking.get(tenant, self.name)
+                        assert stopped is not None
+                        raise SubscriptionStopped(stopped) from exc
+                    until = time.time() + self.lease_seconds
+                    if not tracking.advance(tenant, self.name, me, position, record.position, until):
+                        raise LeaseLost(f"subscription {self.name!r} was taken over by another consumer")
+                    position = record.position
+                    delivered += 1
+                if len(records) < self.batch:
+                    return delivered
+        finally:
+            tracking.release(tenant, self.name, me)
+
+    def run_forever(self, stop_event: threading.Event) -> None:
+        """Deliver events as they arrive (polling every ``poll_interval`` s) until ``stop_event`` is set.
+
+        Raises:
+            SubscriptionStopped: the handler raised; the subscription waits at that event.
+        """
+        while not stop_event.is_set():
+            if self.run_once() == 0:
+                stop_event.wait(self.poll_interval)
+
+    def resume(self, *, skip: bool = False) -> bool:
+        """Restart a stopped subscription: retry the failed event, or pass over it with ``skip``.
+
+        Returns False when the subscription was not stopped.
+        """
+        return _tracking(self.store).resume(self.store.tenant, self.name, skip)
+
+
+def subscribe(store: Store, name: str, handler: Handler, **options: Any) -> Subscription:
+    """A durable subscription named ``name`` over ``store``'s tenant (see :class:`Subscription`)."""
+    return Subscription(store, name, handler, **options)
+
+
+def subscription_states(store: Store) -> list[SubscriptionState]:
+    """Every subscription of the store's tenant, with its position, status and error."""
+    return _tracking(store).states(store.tenant)
