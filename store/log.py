@@ -63,6 +63,10 @@ class _PlainCodec:
         return text
 
     def decode(self, conversation_id: str, stored: str) -> str:
+        if stored.startswith("enc:"):
+            raise ValidationError(
+                "encryption", "this payload is encrypted: open the store with its master key (CHATLEDGER_MASTER_KEY)"
+            )
         return stored
 
 
@@ -541,7 +545,10 @@ class Store:
         payloads = self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of)
         loads = json.loads
         if isinstance(self.codec, _PlainCodec):
-            return [loads(p)["message"] for p in payloads]
+            try:
+                return [loads(p)["message"] for p in payloads]
+            except ValueError:
+                pass  # an encrypted payload: the codec below names the problem
         decode = self.codec.decode
         return [loads(decode(conversation_id, p))["message"] for p in payloads]
 
