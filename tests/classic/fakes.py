@@ -22,14 +22,23 @@ LLM_CONFIG = {"config_list": [{"model": "scripted", "model_client_cls": "Scripte
 class ScriptedModelClient:
     """A classic ``ModelClient``: prompt -> tool call (random id), tool result -> text answer."""
 
-    def __init__(self, config: dict[str, Any], calls_file: str | None = None, fail_after_tool: int = 0) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        calls_file: str | None = None,
+        fail_after_tool: int = 0,
+        seen: list[list[dict[str, Any]]] | None = None,
+    ) -> None:
         self.calls_file = calls_file
         self.fail_after_tool = fail_after_tool
+        self.seen = seen
 
     def create(self, params: dict[str, Any]) -> Any:
         if self.calls_file:
             with open(self.calls_file, "a") as f:
                 f.write("model\n")
+        if self.seen is not None:
+            self.seen.append([dict(m) for m in params["messages"]])
         last = params["messages"][-1]
         if last.get("role") == "tool":
             if self.fail_after_tool > 0:
