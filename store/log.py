@@ -362,6 +362,11 @@ class Store:
         conv = new_id() if conversation_id is None else check_id(conversation_id, "conversation_id")
         meta = self._redact(dict(metadata or {}))
         meta_text = self._dumps(meta, "metadata")
+        if not meta_text.isascii():
+            try:
+                meta_text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValidationError("metadata", "contains invalid unicode (a lone surrogate)") from None
         start = Draft(ConversationStarted, {"metadata": meta, "forked_from": dict(forked_from or {}) or None})
         drafts = [start, *self._message_drafts(messages, message_ids, None)]
         with self.transaction() as w:
@@ -486,7 +491,8 @@ class Store:
     # -- reading ------------------------------------------------------------------------------
 
     def _head(self, conversation_id: str) -> StreamHead:
-        head = self.recorder.get_head(conversation_id) if isinstance(conversation_id, str) else None
+        valid = isinstance(conversation_id, str) and _FORBIDDEN_IN_IDS.search(conversation_id) is None
+        head = self.recorder.get_head(conversation_id) if valid else None
         if head is None or head.tenant != self.tenant or head.kind != "conversation":
             raise NotFoundError(f"conversation {conversation_id!r} does not exist")
         return head

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .chain import GENESIS, event_hash
-from .errors import IntegrityError, NotFoundError
+from .errors import IntegrityError
 from .recorder import CALL_SEPARATOR, Record, StreamHead
 
 if TYPE_CHECKING:
@@ -231,9 +231,7 @@ def verify(store: Store, conversation_id: str | None = None, *, progress: Progre
         NotFoundError: ``conversation_id`` does not exist for this tenant.
     """
     if conversation_id is not None:
-        head = store.recorder.get_head(conversation_id)
-        if head is None or head.tenant != store.tenant:
-            raise NotFoundError(f"conversation {conversation_id!r} does not exist")
+        store.conversation(conversation_id)
     report = VerifyReport(signed=store.signing_key is not None)
     streams = _stream_ids(store, conversation_id)
     for stream_id in progress(streams) if progress else streams:
