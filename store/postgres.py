@@ -152,7 +152,13 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 class _Tx:
-    """A write transaction on one pooled connection; heads read through it stay locked."""
+    """A write transaction on one pooled connection; heads read through it stay locked.
+
+    Statements whose results nobody waits for (the event inserts, the head updates) are
+    queued and sent with the next statement or with ``COMMIT`` in one pipeline. Positions
+    are therefore drawn from the sequence beforehand: one with each head lock, more when a
+    batch needs them. A single-event append costs three round trips.
+    """
 
     def __init__(self, rec: PostgresRecorder, conn: psycopg.Connection[Any]) -> None:
         self._rec = rec
@@ -160,14 +166,19 @@ class _Tx:
         self.begun = False
         self.xid: str | None = None
         self.event_ids: list[str] = []
-        self._pending_update: tuple[Any, ...] | None = None
+        self._queued: list[tuple[LiteralString, Sequence[Any]]] = []
+        self._spare: list[int] = []
 
-    def _run(self, sql: LiteralString, params: Sequence[Any] | dict[str, Any], what: str) -> list[Any]:
-        """Execute one statement in the transaction (starting it first) and fetch its rows."""
-        self._flush_update()
+    def _run(self, sql: LiteralString, params: Sequence[Any], what: str) -> list[Any]:
+        """Send the queued statements and this one (starting the transaction first); its rows."""
         if self.begun:
             try:
-                return self.conn.execute(sql, params).fetchall()
+                if not self._queued:
+                    return self.conn.execute(sql, params).fetchall()
+                with self.conn.pipeline():
+                    self._send_queued()
+                    cur = self.conn.execute(sql, params)
+                return cur.fetchall()
             except psycopg.Error as exc:
                 _raise(exc, what)
         for attempt in range(self._rec.pool_max + 2):
@@ -184,26 +195,36 @@ class _Tx:
                 self.conn = self._rec._replace_connection(self.conn)
         raise AssertionError("unreachable")
 
-    def _flush_update(self) -> None:
-        if self._pending_update is not None:
-            params, self._pending_update = self._pending_update, None
-            try:
-                self.conn.execute(_UPDATE_HEAD, params)
-            except psycopg.Error as exc:
-                _raise(exc, "moving a stream head")
+    def _send_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        i = 0
+        while i < len(queued):
+            sql, params = queued[i]
+            if sql.startswith("INSERT") and i + 1 < len(queued) and queued[i + 1][0] is _UPDATE_HEAD:
+                # An append's insert and head update travel as one statement: half the server work.
+                self.conn.execute(f"WITH appended AS ({sql}) {_UPDATE_HEAD}", [*params, *queued[i + 1][1]])
+                i += 2
+                continue
+            self.conn.execute(sql, params)
+            i += 1
 
     def head(self, stream_id: str) -> StreamHead | None:
         rows = self._run(
-            f"SELECT {_HEAD_COLUMNS} FROM streams WHERE stream_id = %s FOR UPDATE",
-            (stream_id,),
+            f"SELECT {_HEAD_COLUMNS}, nextval(%s), pg_current_xact_id()::text FROM streams "
+            "WHERE stream_id = %s FOR UPDATE",
+            (self._rec._sequence, stream_id),
             "locking a stream head",
         )
-        return StreamHead(*rows[0]) if rows else None
+        if not rows:
+            return None
+        *head, position, self.xid = rows[0]
+        self._spare.append(position)
+        return StreamHead(*head)
 
     def create_stream(self, head: StreamHead) -> None:
         rows = self._run(
             f"INSERT INTO streams ({_HEAD_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-            "ON CONFLICT (stream_id) DO NOTHING RETURNING 1",
+            "ON CONFLICT (stream_id) DO NOTHING RETURNING pg_current_xact_id()::text",
             (
                 head.stream_id,
                 head.conversation_id,
@@ -221,38 +242,40 @@ class _Tx:
         )
         if not rows:
             raise ConflictError(f"stream {head.stream_id!r} exists already")
+        self.xid = rows[0][0]
 
     def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
         if not keys:
             return {}
         rows = self._run(
-            f"SELECT {_RECORD_COLUMNS} FROM events WHERE stream_id = %s AND key = ANY(%s)",
-            (stream_id, list(keys)),
+            # A join on unnest keeps each key an index lookup, also under a generic plan.
+            f"SELECT {_RECORD_COLUMNS} FROM unnest(%s::text[]) AS k(wanted) JOIN events "
+            "ON stream_id = %s AND key IS NOT NULL AND key = wanted",
+            (list(keys), stream_id),
             "looking up idempotency keys",
         )
         return {str(rec.key): rec for rec in (Record(*row) for row in rows)}
 
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
-        positions: dict[str, int] = {}
+        if len(self._spare) < len(records):
+            rows = self._run(
+                "SELECT nextval(%s), pg_current_xact_id()::text FROM generate_series(1, %s)",
+                (self._rec._sequence, len(records) - len(self._spare)),
+                "drawing positions",
+            )
+            self._spare += [row[0] for row in rows]
+            self.xid = rows[0][1]
+        self._spare.sort()
+        positions, self._spare = self._spare[: len(records)], self._spare[len(records) :]
         for start in range(0, len(records), 1000):
             chunk = records[start : start + 1000]
-            values = ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunk))
             params: list[Any] = []
-            for r in chunk:
-                params += [r.stream_id, r.version, r.conversation_id, r.tenant, r.event_id, r.type]
-                params += [r.schema_version, r.key, r.recorded_at, r.payload, r.hash]
-            rows = self._run(
-                "INSERT INTO events (stream_id, version, conversation_id, tenant, event_id, type, "
-                f"schema_version, key, recorded_at, payload, hash) VALUES {values} "
-                "RETURNING event_id, position, tx_id::text",
-                params,
-                "inserting events",
-            )
-            for event_id, position, xid in rows:
-                positions[event_id] = position
-                self.xid = xid
+            for r, position in zip(chunk, positions[start : start + 1000], strict=True):
+                params += [position, r.stream_id, r.version, r.conversation_id, r.tenant, r.event_id]
+                params += [r.type, r.schema_version, r.key, r.recorded_at, r.payload, r.hash]
+            self._queued.append((_insert_sql(len(chunk)), params))
         self.event_ids += [r.event_id for r in records]
-        return [positions[r.event_id] for r in records]
+        return positions
 
     def update_head(
         self,
@@ -263,21 +286,17 @@ class _Tx:
         status: str | None,
         lease_until: float | None,
     ) -> None:
-        # Sent with the next statement or with COMMIT: nothing waits on its result.
-        self._flush_update()
-        self._pending_update = (version, head_hash, updated_at, status, lease_until, stream_id)
+        self._queued.append((_UPDATE_HEAD, (version, head_hash, updated_at, status, lease_until, stream_id)))
 
     def commit(self) -> None:
         if not self.begun:
             return
         with self.conn.pipeline():
-            if self._pending_update is not None:
-                params, self._pending_update = self._pending_update, None
-                self.conn.execute(_UPDATE_HEAD, params)
+            self._send_queued()
             self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
-        self._pending_update = None
+        self._queued = []
         if self.conn.closed or self.conn.broken:
             return
         try:
@@ -290,6 +309,19 @@ _UPDATE_HEAD: LiteralString = (
     "UPDATE streams SET version = %s, head_hash = %s, updated_at = %s, status = %s, lease_until = %s "
     "WHERE stream_id = %s"
 )
+_INSERT_SQL: dict[int, LiteralString] = {}
+
+
+def _insert_sql(rows: int) -> LiteralString:
+    """The INSERT of ``rows`` events with their positions given (cached per row count)."""
+    sql = _INSERT_SQL.get(rows)
+    if sql is None:
+        values = ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * rows)
+        sql = _INSERT_SQL[rows] = (
+            "INSERT INTO events (position, stream_id, version, conversation_id, tenant, event_id, type, "
+            f"schema_version, key, recorded_at, payload, hash) VALUES {values}"
+        )
+    return sql
 
 
 class PostgresRecorder:
@@ -336,6 +368,7 @@ class PostgresRecorder:
         try:
             self._pool.open(wait=True, timeout=self.timeout)
             self._migrate()
+            self._sequence = self._sequence_name()
         except (psycopg.Error, PoolTimeout) as exc:
             self._pool.close()
             _raise(exc, "opening the PostgreSQL store")
@@ -369,6 +402,11 @@ class PostgresRecorder:
                     if version > have:
                         conn.execute(sql)
                         conn.execute("INSERT INTO chatledger_schema (version) VALUES (%s)", (version,))
+
+    def _sequence_name(self) -> str:
+        """The schema-qualified name of the position sequence (fixed for this recorder's life)."""
+        rows = self._query("SELECT pg_get_serial_sequence('events', 'position')", (), "finding the sequence")
+        return str(rows[0][0])
 
     # -- connections ---------------------------------------------------------------------------
 
