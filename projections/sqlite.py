@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,21 @@ def views_path(log_path: str) -> str:
     """The read-model file that belongs to a log file: ``chat.db`` -> ``chat.views.db``."""
     path = Path(log_path)
     return str(path.with_name(path.stem + ".views" + (path.suffix or ".db")))
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch the file to WAL, retrying: processes opening a new file together race for that lock."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() == "wal":
+                return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise BackendUnavailable("the read-model file could not be switched to WAL")
+        time.sleep(0.01)
 
 
 class _Batch:
@@ -119,7 +135,7 @@ class SQLiteReadModels:
                     self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
                 )
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-                conn.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(conn, self.busy_timeout_ms / 1000)
                 conn.execute("PRAGMA synchronous = NORMAL")
             except sqlite3.Error as exc:
                 raise BackendUnavailable(f"opening the read models {self.path}: {exc}") from exc

@@ -131,8 +131,9 @@ def _now_iso() -> str:
 class _SQLTracking:
     """Subscription rows in a SQL table, written in the backend's own write transactions."""
 
-    def __init__(self, transaction: Callable[[], Any], placeholder: str) -> None:
+    def __init__(self, transaction: Callable[[], Any], placeholder: str, read: Callable[[], Any]) -> None:
         self._transaction = transaction
+        self._read = read
         self._ph = placeholder
         with self._transaction() as run:
             run(SCHEMA)
@@ -146,10 +147,14 @@ class _SQLTracking:
         return SubscriptionState(*rows[0]) if rows else None
 
     def get(self, tenant: str, name: str) -> SubscriptionState | None:
-        return self._one(f"SELECT {_COLUMNS} FROM subscriptions WHERE tenant = %s AND name = %s", (tenant, name))
+        with self._read() as run:
+            rows = run(
+                self._sql(f"SELECT {_COLUMNS} FROM subscriptions WHERE tenant = %s AND name = %s"), (tenant, name)
+            )
+        return SubscriptionState(*rows[0]) if rows else None
 
     def states(self, tenant: str | None) -> list[SubscriptionState]:
-        with self._transaction() as run:
+        with self._read() as run:
             if tenant is None:
                 rows = run(f"SELECT {_COLUMNS} FROM subscriptions ORDER BY tenant, name", ())
             else:
@@ -317,7 +322,17 @@ def _make_tracking(recorder: Any) -> _Tracking:
 
                 yield run
 
-        return _SQLTracking(sqlite_tx, "?")
+        @contextmanager
+        def sqlite_read() -> Iterator[Callable[[str, tuple[Any, ...]], list[Any]]]:
+            # Reads take no lock: WAL readers never wait for writers.
+            conn = sqlite_recorder.connection
+
+            def run(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+                return conn.execute(sql, params).fetchall()
+
+            yield run
+
+        return _SQLTracking(sqlite_tx, "?", sqlite_read)
     connection = getattr(recorder, "connection", None)
     if callable(connection):
 
@@ -331,7 +346,7 @@ def _make_tracking(recorder: Any) -> _Tracking:
 
                 yield run
 
-        return _SQLTracking(pg_tx, "%s")
+        return _SQLTracking(pg_tx, "%s", pg_tx)
     raise ValidationError("store", f"{type(recorder).__name__} does not support durable subscriptions")
 
 
@@ -381,6 +396,9 @@ class Subscription:
         import time
 
         tracking, tenant, me = _tracking(self.store), self.store.tenant, self.worker_id
+        peek = tracking.get(tenant, self.name)
+        if peek is not None and peek.status == "active" and not self.store.recorder.read_all(peek.position, 1, tenant):
+            return 0  # nothing new: an idle poll takes no lock and writes nothing
         state = tracking.acquire(tenant, self.name, me, time.time(), time.time() + self.lease_seconds)
         if state is None:
             return 0
