@@ -227,6 +227,7 @@ class Executor:
         Raises:
             ValidationError: a streaming chunk or otherwise malformed message; nothing is written.
             ConflictError: a call id was already requested with a different name or arguments.
+            PendingToolCallsError: the message is new and earlier tool calls still lack results.
             NotFoundError: the conversation does not exist for this tenant.
         """
         calls = final_tool_calls(assistant_message)
