@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from chatledger.store import Store, open_store
 
 
@@ -30,3 +29,9 @@ def sqlite_store(db_url: str) -> Iterator[Store]:
     store = open_store(db_url)
     yield store
     store.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio (AgentChat's loop)."""
+    return "asyncio"
