@@ -87,7 +87,7 @@ def open_store(
     if signing_key is None and os.environ.get(SIGNING_KEY_ENV):
         signing_key = os.environ[SIGNING_KEY_ENV].encode("utf-8")
     if codec is None:
-        codec = _encrypting_codec(recorder, url, encryption)
+        codec = _encrypting_codec(recorder, encryption)
     if redactor is True:
         redactor = DefaultRedactor()
     return Store(
@@ -101,19 +101,17 @@ def open_store(
     )
 
 
-def _encrypting_codec(recorder: Any, url: str, encryption: bool | bytes | str | None) -> PayloadCodec | None:
+def _encrypting_codec(recorder: Any, encryption: bool | bytes | str | None) -> PayloadCodec | None:
     """The codec for ``open_store(encryption=...)``, or None when encryption is off."""
+    if encryption is False or (encryption is None and not os.environ.get("CHATLEDGER_MASTER_KEY", "").strip()):
+        return None  # without importing the cryptography stack
     from .crypto import MASTER_KEY_ENV, EncryptingCodec, master_key_from_env, parse_master_key
     from .keys import key_store_for
 
-    if encryption is False:
-        return None
     if encryption is None or encryption is True:
         master = master_key_from_env()
         if master is None:
-            if encryption is True:
-                raise ValidationError("encryption", f"needs a master key: set {MASTER_KEY_ENV}")
-            return None
+            raise ValidationError("encryption", f"needs a master key: set {MASTER_KEY_ENV}")
     else:
         master = parse_master_key(encryption, "encryption")
     return EncryptingCodec(master, key_store_for(recorder))
