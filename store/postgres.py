@@ -442,8 +442,9 @@ class PostgresRecorder:
         """Open a write transaction: committed when the block ends, rolled back on error."""
         if getattr(self._local, "writing", False):
             raise RuntimeError("chatledger write transactions do not nest")
-        self._local.writing = True
         tx = _Tx(self, self._getconn())
+        self._local.writing = True
+        held = True
         try:
             try:
                 yield tx
@@ -456,10 +457,13 @@ class PostgresRecorder:
                 if not _dead(exc, tx.conn):
                     tx.rollback()
                     _raise(exc, "committing")
+                held = False
+                self._pool.putconn(tx.conn)  # free the slot: settling needs a connection
                 self._settle_lost_commit(tx, exc)
         finally:
             self._local.writing = False
-            self._pool.putconn(tx.conn)
+            if held:
+                self._pool.putconn(tx.conn)
 
     def _settle_lost_commit(self, tx: _Tx, exc: psycopg.Error) -> None:
         """The connection died during COMMIT: return if the transaction committed, else raise."""
