@@ -471,3 +471,39 @@ def test_tool_names_and_registry_options(make_store: Callable[..., Store]) -> No
     outcome = Executor(store, reg).execute_call(conv, "u", "x", "{}")
     assert outcome.status == "succeeded"
     assert isinstance(ToolCallOutcomeUnknown.TYPE, str)
+
+
+def test_a_running_tool_keeps_its_lease_by_renewal(store: Store) -> None:
+    """A tool running longer than its lease renews it, so no other worker takes the call over meanwhile."""
+    import threading
+
+    ran: list[str] = []
+    started = threading.Event()
+
+    def slow() -> str:
+        ran.append("slow")
+        started.set()
+        time.sleep(0.6)
+        return "finished"
+
+    conv = start(store)
+    ex = Executor(store, [slow], lease_seconds=0.2, worker_id="holder")
+    ex.submit(conv, assistant(call("c1", "slow", {})))
+    result: list[Any] = []
+    runner = threading.Thread(target=lambda: result.append(ex.execute_call(conv, "c1", "slow", "{}")))
+    runner.start()
+    assert started.wait(10)
+    rival = Executor(store, [slow], lease_seconds=0.2, worker_id="rival")
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        assert rival.work_on(conv, "c1") is None
+        time.sleep(0.05)
+    runner.join(10)
+    assert result[0].content == "finished" and not result[0].from_record
+    assert ran == ["slow"]
+    renewals = [
+        e
+        for e in store.stream_events(load_call(store, conv, "c1").stream_id)  # type: ignore[union-attr]
+        if e.TYPE == "tool_call.lease_renewed"
+    ]
+    assert renewals
