@@ -56,7 +56,7 @@ def _command_modules(*always: Any) -> list[Any]:
 
 
 # Command modules beyond the log's own, in help order.
-_OPTIONAL_COMMANDS: tuple[str, ...] = ("cli_executor", "cli_replay", "cli_integrity", "cli_projections")
+_OPTIONAL_COMMANDS: tuple[str, ...] = ("cli_demo", "cli_executor", "cli_replay", "cli_integrity", "cli_projections")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
