@@ -31,11 +31,13 @@ from typing import Any
 
 from autogen_core import CancellationToken
 from autogen_core.tools import TextResultContent, ToolResult, ToolSchema, Workbench
-from chatledger.store import ChatledgerError, Store
-from chatledger.store.executor import Executor, current_idempotency_key
+from chatledger.store import ChatledgerError, ConflictError, Store
+from chatledger.store.executor import Executor, ToolOutcome, current_idempotency_key
 from chatledger.store.tools import ToolRegistry
 
 __all__ = ["ExecutorWorkbench", "WorkbenchToolError"]
+
+_ATTEMPTS = 3
 
 
 class WorkbenchToolError(Exception):
@@ -119,7 +121,7 @@ class ExecutorWorkbench(Workbench):
         try:
             executor = await self._executor_for()
             self._token = cancellation_token
-            outcome = await executor.aexecute_call(self.conversation_id, call_id, name, args, append_result=False)
+            outcome = await self._execute(executor, call_id, name, args)
             return ToolResult(name=name, result=[TextResultContent(content=outcome.content)], is_error=outcome.is_error)
         except asyncio.CancelledError:
             # Swallowed on purpose: re-raising here makes AssistantAgent.run() hang (upstream #7956).
@@ -130,6 +132,18 @@ class ExecutorWorkbench(Workbench):
         except Exception as exc:
             self.problems.append(exc)
             return self._error(name, f"{type(exc).__name__}: {exc}")
+
+    async def _execute(self, executor: Executor, call_id: str, name: str, args: str) -> ToolOutcome:
+        # Two workers requesting the same new call at once may race to create its ledger
+        # stream; the loser sees a ConflictError and finds the call on the next try. A real
+        # conflict (the same id with other arguments) raises again and is reported.
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await executor.aexecute_call(self.conversation_id, call_id, name, args, append_result=False)
+            except ConflictError:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _error(name: str, text: str) -> ToolResult:

@@ -149,3 +149,8 @@ async def test_a_tool_error_becomes_an_error_result_not_a_hang(sqlite_store: Sto
     tool_msg = next(m for m in sqlite_store.history("c1") if m["role"] == "tool")
     assert "no station in Rome" in tool_msg["content"]
     assert result.messages[-1].to_text().startswith("Sorry") or result.messages[-1].to_text()
+
+
+async def test_two_workers_on_the_same_request_converge_on_postgres(postgres_url: str) -> None:
+    """On PostgreSQL too, two concurrent workers on one request run the tool once and store one turn."""
+    await test_two_workers_on_the_same_request_converge(postgres_url)
