@@ -12,9 +12,9 @@ function; this module wires them together.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from chatledger.store import ChatledgerError, Store, open_store
 
@@ -30,8 +30,6 @@ def store_from_args(args: argparse.Namespace) -> Store:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every command registered."""
-    from . import cli_log
-
     parser = argparse.ArgumentParser(
         prog="chatledger",
         description="An event-sourced conversation store for AutoGen agents.",
@@ -41,22 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tenant", default="default", help="tenant to act for (default: default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _command_modules(cli_log):
-        module.register(sub)
+    for name in _COMMANDS:
+        importlib.import_module(f"chatledger.adapters.{name}").register(sub)
     return parser
 
 
-def _command_modules(*always: Any) -> list[Any]:
-    import importlib
-
-    modules = list(always)
-    for name in _OPTIONAL_COMMANDS:
-        modules.append(importlib.import_module(f"chatledger.adapters.{name}"))
-    return modules
-
-
-# Command modules beyond the log's own, in help order.
-_OPTIONAL_COMMANDS: tuple[str, ...] = ("cli_demo", "cli_executor", "cli_replay", "cli_integrity", "cli_projections")
+# The command modules, in help order; each has a register(subparsers) function.
+_COMMANDS: tuple[str, ...] = ("cli_demo", "cli_log", "cli_executor", "cli_replay", "cli_integrity", "cli_projections")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
