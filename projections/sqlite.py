@@ -13,13 +13,14 @@ The read models live in **their own file next to the log** (``chat.db`` ->
   simply applied again.
 
 Each batch runs ``BEGIN IMMEDIATE`` on the views file (the write lock is taken
-before anything is read, so the sqlite-utils reads that precede its writes can
-never hit ``SQLITE_BUSY_SNAPSHOT``), reads the tracking rows under that lock,
-and commits only if they still hold the position the batch started from: a
-second runner process waits for the lock, then sees the new position and
-carries on from there. One sqlite-utils ``Database`` is kept per connection
-(its first upsert runs a probe with DDL), and connections are opened and
-closed only by this module.
+before anything is read, so the reads that precede its writes can never hit
+``SQLITE_BUSY_SNAPSHOT``), reads the tracking rows under that lock, and commits
+only if they still hold the position the batch was read from (the tracking
+update is a compare-and-set as well): a second runner process waits for the
+lock, finds the position moved, drops its batch and re-reads from there.
+sqlite-utils creates the tables, indexes and FTS5 triggers; one ``Database`` is
+kept per connection (its first upsert runs a probe with DDL), and connections
+are opened and closed only by this module.
 """
 
 from __future__ import annotations
