@@ -101,6 +101,7 @@ class _Wait:
 
 
 _CHUNK_KEYS = ("delta", "choices")
+_CREATE_RETRIES = 5
 _PARTIAL_FLAGS = ("partial", "is_partial", "streaming")
 
 
@@ -237,7 +238,23 @@ class Executor:
             return [self._replay_state(conversation_id, *c)[1] for c in calls]
         return self._intake(conversation_id, assistant_message, calls)
 
+    def _exists(self, conv: str, call_id: str) -> bool:
+        return self.store.recorder.get_head(call_stream_id(conv, call_id)) is not None
+
     def _intake(
+        self, conv: str, message: Mapping[str, Any], calls: list[tuple[str, str, str]]
+    ) -> list[ToolCallRequested]:
+        # Where a missing head takes no lock (PostgreSQL), two intakes may both create a call's
+        # stream; the loser gets ConflictError and, on the next try, finds the winner's record.
+        for attempt in range(_CREATE_RETRIES):
+            try:
+                return self._intake_once(conv, message, calls)
+            except ConflictError:
+                if attempt == _CREATE_RETRIES - 1 or not any(self._exists(conv, c[0]) for c in calls):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _intake_once(
         self, conv: str, message: Mapping[str, Any], calls: list[tuple[str, str, str]]
     ) -> list[ToolCallRequested]:
         store = self.store
@@ -407,16 +424,21 @@ class Executor:
         """Request and claim a new call in one transaction (two commits per inline call in all)."""
         tool = self.registry.get(name)
         now = time.time()
-        with self.store.transaction() as w:
-            if w.head(call_stream_id(conv, call_id)) is not None:
-                return _Wait(0)  # another requester was faster: read its record
-            requested = open_call(w, conv, call_id, name, arguments, idempotent=bool(tool and tool.idempotent))
-            state = fold_call(None, requested)
-            assert state is not None
-            problem = self._problem(tool, state)
-            if isinstance(problem, str):
-                return self._refuse(state, problem, append_result, writer=w)
-            claim = claim_call(self.store, state, self.worker_id, self.lease_seconds, now, writer=w)
+        try:
+            with self.store.transaction() as w:
+                if w.head(call_stream_id(conv, call_id)) is not None:
+                    return _Wait(0)  # another requester was faster: read its record
+                requested = open_call(w, conv, call_id, name, arguments, idempotent=bool(tool and tool.idempotent))
+                state = fold_call(None, requested)
+                assert state is not None
+                problem = self._problem(tool, state)
+                if isinstance(problem, str):
+                    return self._refuse(state, problem, append_result, writer=w)
+                claim = claim_call(self.store, state, self.worker_id, self.lease_seconds, now, writer=w)
+        except ConflictError:
+            if self._exists(conv, call_id):
+                return _Wait(0)  # PostgreSQL: a concurrent requester created the stream first
+            raise
         assert claim is not None and tool is not None and isinstance(problem, dict)
         return _Run(state, claim, tool, problem)
 
@@ -618,13 +640,18 @@ class Executor:
             while True:
                 state = load_call(self.store, conversation_id, call_id)
                 if state is None:
-                    with self.store.transaction() as w:
-                        if w.head(call_stream_id(conversation_id, call_id)) is not None:
+                    try:
+                        with self.store.transaction() as w:
+                            if w.head(call_stream_id(conversation_id, call_id)) is not None:
+                                continue
+                            requested = open_call(w, conversation_id, call_id, name, arguments, idempotent=False)
+                            fresh = fold_call(None, requested)
+                            assert fresh is not None
+                            done = self._refuse(fresh, f"not run ({reason})", True, writer=w)
+                    except ConflictError:
+                        if self._exists(conversation_id, call_id):
                             continue
-                        requested = open_call(w, conversation_id, call_id, name, arguments, idempotent=False)
-                        fresh = fold_call(None, requested)
-                        assert fresh is not None
-                        done = self._refuse(fresh, f"not run ({reason})", True, writer=w)
+                        raise
                 elif state.final:
                     done = self._recorded(state, True)
                 elif state.status == "claimed":

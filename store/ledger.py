@@ -367,6 +367,11 @@ def record_outcome(
         LeaseLost: the call moved past ``expected_version`` (another holder, or a final outcome).
     """
     conv, call_id = state_or_claim.conversation_id, state_or_claim.tool_call_id
+    final_message = append_result and status in FINAL_STATUSES
+    if final_message:
+        # Lock order everywhere is conversation head, then call head: on PostgreSQL the
+        # reverse order here would deadlock against an intake appending to the conversation.
+        w.head(conv)
     try:
         w.append(
             call_stream_id(conv, call_id),
@@ -377,7 +382,7 @@ def record_outcome(
         )
     except (ConcurrencyError, ConflictError):
         raise LeaseLost(f"tool call {call_id!r} moved on; this outcome is discarded") from None
-    if append_result and status in FINAL_STATUSES:
+    if final_message:
         mid = tool_result_message_id(call_id)
         message = result_message(call_id, content)
         payload = {"message_id": mid, "message": message, "meta": {"executor": {"status": status}}}

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from chatledger.store import (
     ConflictError,
     Executor,
@@ -24,7 +26,6 @@ from chatledger.store import (
     tool_result_message_id,
 )
 from chatledger.store.ledger import claim_call, final_draft, load_call, record_outcome, renew_lease
-from pydantic import BaseModel
 
 from .checks import assert_model_ready, assistant, call, successes
 
@@ -507,3 +508,33 @@ def test_a_running_tool_keeps_its_lease_by_renewal(store: Store) -> None:
         if e.TYPE == "tool_call.lease_renewed"
     ]
     assert renewals
+
+
+def test_threads_racing_on_a_new_call_run_it_once(make_store: Callable[..., Store]) -> None:
+    """Threads delivering the same new message at once (own store handles) run each tool once, no errors."""
+    import threading
+
+    counter = Counter()
+    conv = start(make_store())
+    msg = assistant(call("r1", "add", {"a": 1, "b": 1}), call("r2", "add_idem", {"a": 2, "b": 2}))
+    stores = [make_store() for _ in range(6)]
+    gate = threading.Barrier(len(stores))
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def deliver(s: Store) -> None:
+        gate.wait()
+        try:
+            results.append(Executor(s, counter.registry).execute(conv, msg))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert all(r == results[0] for r in results) and len(results) == len(stores)
+    assert len(counter.runs) == 2
+    assert_model_ready(stores[0].history(conv))
