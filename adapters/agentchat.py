@@ -46,6 +46,7 @@ from autogen_agentchat.messages import (
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 from autogen_core.tools import BaseTool, FunctionTool, StaticWorkbench, Workbench
+
 from chatledger.store import ReplayDivergence, Store
 from chatledger.store.fork import fork
 from chatledger.store.responses import record_response, recorded_responses

@@ -56,6 +56,7 @@ from autogen_core.models import (
     SystemMessage,
     UserMessage,
 )
+
 from chatledger.store.ledger import tool_result_message_id
 
 __all__ = ["LedgerModelContext", "PrefixSource", "Record", "model_view", "to_records"]

@@ -44,9 +44,10 @@ from autogen_core.models import (
     RequestUsage,
 )
 from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel
+
 from chatledger.store import ReplayDivergence, Store
 from chatledger.store.responses import record_response, recorded_response, recorded_responses
-from pydantic import BaseModel
 
 from .scripted import FUNCTION_CALLING_MODEL_INFO
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent
 from autogen_core.models import LLMMessage
+
 from chatledger.store import ConflictError, MessageAppended, ReplayDivergence, Store
 from chatledger.store.responses import record_response, recorded_responses
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from autogen_core import CancellationToken
 from autogen_core.tools import TextResultContent, ToolResult, ToolSchema, Workbench
+
 from chatledger.store import ChatledgerError, ConflictError, Store
 from chatledger.store.executor import Executor, ToolOutcome, current_idempotency_key
 from chatledger.store.tools import ToolRegistry

@@ -37,6 +37,14 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("conversations", help="list conversations")
     p.add_argument("--limit", type=int, default=None, help="at most this many")
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only conversations whose metadata KEY equals VALUE (JSON or text; repeatable)",
+    )
+    p.add_argument("--since", default=None, help="only conversations active since this ISO time (UTC)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(handler=cmd_conversations)
 
@@ -115,10 +123,24 @@ def cmd_conversations(args: argparse.Namespace) -> int:
             "updated": c.updated_at[:19],
             "metadata": c.metadata,
         }
-        for c in store.conversations(args.limit)
+        for c in store.conversations(args.limit, metadata=_where(args.where), since=args.since)
     ]
     if args.json:
         print_json(rows)
     else:
         print_table(rows, ["id", "version", "created", "updated", "metadata"])
     return 0
+
+
+def _where(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` filters; a VALUE that parses as JSON is compared as that value."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValidationError("--where", f"must look like KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autogen_core.models import ChatCompletionClient
+
 from chatledger.projections import tool_audit
 from chatledger.store import Store, ValidationError, open_store
 

@@ -19,11 +19,12 @@ from functools import lru_cache
 from typing import Any
 
 from autogen_core.models import LLMMessage
+from fastapi import FastAPI
+from pydantic import BaseModel
+
 from chatledger.adapters.agentchat import chatledger_agent
 from chatledger.adapters.scripted import ScriptedChatCompletionClient, call, current_prompt
 from chatledger.store import Store, open_store
-from fastapi import FastAPI
-from pydantic import BaseModel
 
 app = FastAPI(title="chatledger AgentChat example")
 

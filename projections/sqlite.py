@@ -33,8 +33,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from chatledger.store import BackendUnavailable, ConcurrencyError
 from sqlite_utils import Database
+
+from chatledger.store import BackendUnavailable, ConcurrencyError
 
 from .tables import Key, Row, Table
 from .tracking import ProjectionState, now_iso

@@ -505,9 +505,33 @@ class Store:
         """One conversation's listing entry."""
         return _info(self._head(conversation_id))
 
-    def conversations(self, limit: int | None = None) -> list[ConversationInfo]:
-        """This tenant's conversations, oldest first."""
-        return [_info(h) for h in self.recorder.list_heads("conversation", self.tenant, limit)]
+    def conversations(
+        self,
+        limit: int | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        since: str | None = None,
+    ) -> list[ConversationInfo]:
+        """This tenant's conversations, oldest first.
+
+        Args:
+            limit: at most this many.
+            metadata: only conversations whose metadata has these key/value pairs.
+            since: only conversations active at or after this ISO-8601 UTC time.
+        """
+        if not metadata and since is None:
+            return [_info(h) for h in self.recorder.list_heads("conversation", self.tenant, limit)]
+        out = []
+        for head in self.recorder.list_heads("conversation", self.tenant):
+            if since is not None and head.updated_at < since:
+                continue
+            info = _info(head)
+            if metadata and any(info.metadata.get(k, _UNCHANGED) != v for k, v in metadata.items()):
+                continue
+            out.append(info)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
 
     def events(self, conversation_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """A conversation's events with version > ``after``, in order."""

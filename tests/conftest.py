@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from chatledger.store import Store, open_store
 from chatledger.store.log import Store as _Store
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from chatledger.store import ConcurrencyError, NotFoundError, Store, ValidationError, open_store
 
 GOOD_CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from chatledger.adapters.openai_format import export_conversation, import_jsonl
 from chatledger.store import open_store
 

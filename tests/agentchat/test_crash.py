@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from chatledger.store import open_store
 from chatledger.store.messages import pending_tool_calls
 from chatledger.store.recorder import call_stream_id

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from chatledger.store import open_store
 from chatledger.store.messages import pending_tool_calls
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from autogen_agentchat.messages import ModelClientStreamingChunkEvent, TextMessage
 from autogen_core.models import SystemMessage, UserMessage
+
 from chatledger.adapters.agentchat import chatledger_agent
 from chatledger.adapters.scripted import ScriptedChatCompletionClient, call
 from chatledger.store import Store

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from autogen_agentchat.conditions import HandoffTermination, MaxMessageTermination, TextMentionTermination
 from autogen_agentchat.teams import RoundRobinGroupChat, Swarm
+
 from chatledger.adapters.agentchat import LedgerTeam, Session, chatledger_agent, chatledger_team, fork_and_rerun, replay
 from chatledger.adapters.scripted import ScriptedChatCompletionClient, call
 from chatledger.store import ReplayDivergence, Store, open_store

@@ -9,7 +9,6 @@ from typing import Any
 from chatledger.adapters.agentchat import Session, chatledger_agent
 from chatledger.adapters.scripted import ScriptedChatCompletionClient, call
 from chatledger.store import open_store
-
 from tests.agentchat.helpers import charge_card, get_weather
 
 SCRIPT: dict[str, list[Any]] = {

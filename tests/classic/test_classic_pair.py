@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from chatledger.adapters.classic import chatledger_group_chat, chatledger_pair, replay_classic
 from chatledger.store import ConflictError, ReplayDivergence, Store
 from chatledger.store.messages import pending_tool_calls

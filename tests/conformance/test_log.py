@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from chatledger.store import (
     ConcurrencyError,
     ConflictError,

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from chatledger.projections import tool_audit
 from chatledger.store import Executor, Store, open_store, run_worker
 from chatledger.store.ledger import load_call

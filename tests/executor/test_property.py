@@ -9,6 +9,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as note_event
+from hypothesis import strategies as st
+
 from chatledger.store import (
     Executor,
     LeaseLost,
@@ -22,9 +26,6 @@ from chatledger.store import (
     open_store,
 )
 from chatledger.store.ledger import Claim, claim_call, final_draft, load_call, record_outcome
-from hypothesis import HealthCheck, given, settings
-from hypothesis import event as note_event
-from hypothesis import strategies as st
 
 from .checks import assert_model_ready, assistant, call
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from chatledger.adapters.cli import main
 from chatledger.store import open_store
 from chatledger.store.crypto import generate_master_key

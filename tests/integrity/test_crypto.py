@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from chatledger.store import IntegrityError, NotFoundError, Store, ValidationError, open_store
 from chatledger.store.crypto import EncryptingCodec, erase, erase_tenant, generate_master_key, is_erased
 from chatledger.store.errors import ErasedError

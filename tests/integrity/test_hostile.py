@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chatledger.adapters.openai_format import export_conversation, import_record
-from chatledger.store import ChatledgerError, Store, open_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from chatledger.adapters.openai_format import export_conversation, import_record
+from chatledger.store import ChatledgerError, Store, open_store
 
 
 def _nested(depth: int) -> Any:

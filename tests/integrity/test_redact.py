@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from chatledger.store import Draft, ToolCallSucceeded, open_store
 from chatledger.store.recorder import call_stream_id
 from chatledger.store.redact import REDACTED, DefaultRedactor

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from chatledger.adapters.openai_format import export_conversation, import_record
 from chatledger.store import ConflictError, Draft, ModelResponseRecorded, NotFoundError, Store
 from chatledger.store.recorder import side_stream_id

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from chatledger.store import IntegrityError, NotFoundError, open_store
 from chatledger.store.chain import GENESIS, event_hash
 from chatledger.store.verify import heads, verify

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+
 from chatledger.store import BackendUnavailable, MessageAppended, open_store
 from chatledger.store.log import Draft, Store
 

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+
 from chatledger.store import MessageAppended
 from chatledger.store.log import Draft, Store
 from chatledger.store.postgres import PostgresRecorder

@@ -7,11 +7,12 @@ import uuid
 
 import psycopg
 import pytest
+from psycopg import errors as pgerrors
+from psycopg_pool import PoolTimeout
+
 from chatledger.store import BackendUnavailable, ConflictError, ValidationError, open_store
 from chatledger.store.postgres import SCHEMA_VERSION, PostgresRecorder, split_url, translate
 from chatledger.store.recorder import NewRecord
-from psycopg import errors as pgerrors
-from psycopg_pool import PoolTimeout
 
 from ..conftest import with_search_path
 

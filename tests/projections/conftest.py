@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from chatledger.store import Store
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from chatledger.adapters.openai_format import import_jsonl
 from chatledger.projections import SearchHit, search
 from chatledger.store import Store, ValidationError

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from chatledger.projections import SubscriptionStopped, subscribe
 from chatledger.store import Event, Store, open_store
 from chatledger.store.subscriptions import subscription_states
