@@ -114,7 +114,11 @@ def translate(exc: BaseException, what: str) -> ChatledgerError:
         return ConflictError(f"{what}: {_first_line(exc)}")
     if isinstance(exc, psycopg.DataError):
         return ValidationError("payload", f"PostgreSQL cannot store it: {_first_line(exc)}")
-    if isinstance(exc, pgerrors.DeadlockDetected | pgerrors.SerializationFailure | pgerrors.LockNotAvailable):
+    if isinstance(exc, pgerrors.DeadlockDetected | pgerrors.SerializationFailure):
+        # Two writers racing (typically to create the same stream) locked in opposite orders:
+        # the loser is rolled back, exactly like losing a unique-key race.
+        return ConflictError(f"{what}: a concurrent writer won ({_first_line(exc)}); nothing was written")
+    if isinstance(exc, pgerrors.LockNotAvailable):
         return BackendUnavailable(f"{what}: {_first_line(exc)}; nothing was written, retry")
     if isinstance(exc, PoolTimeout):
         return BackendUnavailable(f"{what}: no PostgreSQL connection became available ({exc})")
