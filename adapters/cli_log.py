@@ -35,8 +35,14 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="same as --format json")
     p.set_defaults(handler=cmd_show)
 
-    p = sub.add_parser("conversations", help="list conversations")
+    p = sub.add_parser("conversations", help="list conversations (from the conversation index)")
     p.add_argument("--limit", type=int, default=None, help="at most this many")
+    p.add_argument(
+        "--status",
+        choices=["empty", "awaiting_reply", "awaiting_tools", "answered"],
+        default=None,
+        help="only conversations in this state",
+    )
     p.add_argument(
         "--where",
         action="append",
@@ -45,6 +51,12 @@ def register(sub: Any) -> None:
         help="only conversations whose metadata KEY equals VALUE (JSON or text; repeatable)",
     )
     p.add_argument("--since", default=None, help="only conversations active since this ISO time (UTC)")
+    p.add_argument(
+        "--order",
+        choices=["created_at", "last_activity", "messages", "tool_calls"],
+        default="created_at",
+        help="sort key (default: created_at, oldest first; the others newest or largest first)",
+    )
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(handler=cmd_conversations)
 
@@ -114,22 +126,35 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_conversations(args: argparse.Namespace) -> int:
+    from chatledger.projections import conversation_index
+
     store = store_from_args(args)
+    where = _where(args.where)
+    entries = conversation_index(store, status=args.status, order_by=args.order, desc=args.order != "created_at")
     rows = [
         {
-            "id": c.conversation_id,
-            "version": c.version,
-            "created": c.created_at[:19],
-            "updated": c.updated_at[:19],
-            "metadata": c.metadata,
+            "id": e.conversation_id,
+            "version": e.version,
+            "messages": e.messages,
+            "tool_calls": e.tool_calls,
+            "status": e.status,
+            "created": e.created_at[:19],
+            "last_activity": e.last_activity[:19],
+            "title": e.title,
+            "metadata": e.metadata,
         }
-        for c in store.conversations(args.limit, metadata=_where(args.where), since=args.since)
-    ]
+        for e in entries
+        if (args.since is None or e.last_activity >= args.since)
+        and all(e.metadata.get(k, _MISSING) == v for k, v in where.items())
+    ][: args.limit]
     if args.json:
         print_json(rows)
     else:
-        print_table(rows, ["id", "version", "created", "updated", "metadata"])
+        print_table(rows, ["id", "messages", "tool_calls", "status", "last_activity", "title"])
     return 0
+
+
+_MISSING = object()
 
 
 def _where(pairs: list[str]) -> dict[str, Any]:

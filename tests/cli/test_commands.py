@@ -69,7 +69,9 @@ def test_conversations_lists_and_filters(db: Path) -> None:
     assert rows[0]["metadata"] == {"user": "ada", "team": "ops"}
     assert [r["id"] for r in as_json(run(db, "conversations", "--where", "user=bob", "--json"))] == ["conv-2"]
     table = run(db, "conversations").stdout
-    assert table.splitlines()[0].split()[:2] == ["ID", "VERSION"] and "conv-2" in table
+    assert table.splitlines()[0].split()[:3] == ["ID", "MESSAGES", "TOOL_CALLS"] and "conv-2" in table
+    assert rows[0]["messages"] == 4 and rows[0]["tool_calls"] == 1 and rows[0]["status"] == "answered"
+    assert [r["id"] for r in as_json(run(db, "conversations", "--status", "awaiting_reply", "--json"))] == ["conv-2"]
 
 
 def test_show_renders_formats_and_time_travel(db: Path) -> None:
