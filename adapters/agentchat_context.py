@@ -28,7 +28,9 @@ stored with ``meta["llm"] = False`` and never reach a model; a ``ThoughtEvent``
 **Point of view** (:func:`model_view`): an agent sees its own turns as assistant
 messages (with their tool calls and results), and other participants' chat
 messages as ``UserMessage(source=name)``, never their tool calls: the same view
-a long-lived AgentChat agent builds in a team.
+a long-lived AgentChat agent builds in a team. Its own ``ToolCallSummaryMessage`` and
+``HandoffMessage`` are left out (they restate the tool results and the handoff call
+it already sees), as AgentChat leaves them out of a long-lived agent's context.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ __all__ = ["LedgerModelContext", "PrefixSource", "Record", "model_view", "to_rec
 
 Record = tuple[str, dict[str, Any], dict[str, Any]]
 """One stored message: ``(message_id, OpenAI message, meta)``."""
+
+_OWN_ECHOES = frozenset({"ToolCallSummaryMessage", "HandoffMessage"})
+"""An agent's own chat messages that only restate its tool results or handoff call: a
+long-lived ``AssistantAgent`` never adds them to its model context, so neither do we."""
 
 
 def _text(content: Any) -> str:
@@ -166,6 +172,8 @@ def model_view(stored: Sequence[tuple[dict[str, Any], Mapping[str, Any] | None]]
                 own_calls.update({fc.id: fc.name for fc in fcs})
                 out.append(AssistantMessage(content=fcs, thought=thought, source=agent))
                 thought = None
+            elif mine and meta.get("autogen_type") in _OWN_ECHOES:
+                continue
             elif mine:
                 out.append(AssistantMessage(content=_text(message.get("content")), thought=thought, source=agent))
                 thought = None
