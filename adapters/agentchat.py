@@ -22,7 +22,9 @@ What each piece does (one module each):
 
 Teams: build the agents on one :class:`Session` and wrap the stock team with
 :func:`chatledger_team`; it stores the team's stream and resumes the speaker order
-(round robin, swarm handoffs) from the log. :func:`replay` re-drives a recorded
+(round robin, swarm handoffs, the selector's previous speaker) from the log. A
+``SelectorGroupChat``'s speaker-selection model is recorded too (as agent
+``"selector"``), so a retried request and a replay make no model call at all. :func:`replay` re-drives a recorded
 conversation without calling a model or a tool; :func:`fork_and_rerun` re-runs it from
 a position in a fork, reusing what was recorded before that position.
 """
@@ -43,6 +45,7 @@ from autogen_agentchat.messages import (
     ModelClientStreamingChunkEvent,
     TextMessage,
 )
+from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 from autogen_core.tools import BaseTool, FunctionTool, StaticWorkbench, Workbench
@@ -238,6 +241,8 @@ class LedgerTeam:
         self.session = session
         self.team = team
         session.team_managed = True
+        if isinstance(team, SelectorGroupChat):
+            _record_selector(session, team)
 
     async def run(
         self,
@@ -309,14 +314,46 @@ class LedgerTeam:
                 last_speaker = str(source)
         if "next_speaker_index" in manager and last_speaker is not None:
             manager["next_speaker_index"] = (names.index(last_speaker) + 1) % len(names)
+        if "previous_speaker" in manager and last_speaker is not None:
+            manager["previous_speaker"] = last_speaker
         manager["message_thread"] = thread
         agent_states[manager_keys[0]] = manager
         state["agent_states"] = agent_states
         await self.team.load_state(state)
 
 
+def _record_selector(session: Session, team: SelectorGroupChat) -> None:
+    """Route the selector's speaker-selection calls through a recorded client (agent ``"selector"``).
+
+    ``SelectorGroupChat`` keeps its client in ``_model_client`` and hands it to its
+    manager when the team first runs (autogen-agentchat 0.7), so it is swapped here,
+    before that. A client that is already a :class:`RecordedChatCompletionClient` is kept.
+    """
+    client = getattr(team, "_model_client", None)
+    if isinstance(client, RecordedChatCompletionClient):
+        session.models.append(client)
+        return
+    if not isinstance(client, ChatCompletionClient) or getattr(team, "_initialized", False):
+        raise ValueError(
+            "chatledger_team cannot record this SelectorGroupChat's model client (wrap the team before it "
+            "runs, or pass model_client=RecordedChatCompletionClient(client, store, conversation_id, "
+            'agent="selector") yourself)'
+        )
+    recorded = RecordedChatCompletionClient(
+        client, session.store, session.conversation_id, agent="selector", replay=session.replay
+    )
+    team._model_client = recorded
+    session.models.append(recorded)
+
+
 def chatledger_team(session: Session, team: _Team) -> LedgerTeam:
-    """Wrap a stock team whose agents were built with :func:`chatledger_agent` on ``session``."""
+    """Wrap a stock team whose agents were built with :func:`chatledger_agent` on ``session``.
+
+    A ``SelectorGroupChat``'s own model client (the one that picks the next speaker)
+    is wrapped in a :class:`RecordedChatCompletionClient` with ``agent="selector"``:
+    its answers are recorded first-writer-wins like the agents', so a duplicated or
+    retried request and :func:`replay` never call it again.
+    """
     return LedgerTeam(session, team)
 
 
