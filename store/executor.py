@@ -26,8 +26,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,29 +150,56 @@ def _run_coroutine(coro: Any) -> Any:
         return pool.submit(ctx.run, asyncio.run, coro).result()
 
 
-class _Heartbeat:
-    """Renews a held lease every third of its length while a sync tool runs."""
+class _Renewer:
+    """One background thread per executor that renews the leases of the calls it is running.
 
-    def __init__(self, store: Store, claim: Claim, lease_seconds: float) -> None:
-        self._store, self._claim, self._lease = store, claim, lease_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chatledger-lease", daemon=True)
+    A thread per call would cost a start and a join on every tool call; this one
+    starts on first use and sleeps until the earliest lease is a third used up.
+    """
+
+    def __init__(self, store: Store, lease_seconds: float) -> None:
+        self._store, self._lease = store, lease_seconds
+        self._due: dict[int, tuple[float, Claim]] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, claim: Claim) -> Iterator[None]:
+        """Keep ``claim``'s lease alive while the block runs."""
+        key = id(claim)
+        with self._cond:
+            self._due[key] = (time.monotonic() + self._lease / 3, claim)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="chatledger-lease", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._due.pop(key, None)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._lease / 3):
+        while True:
+            with self._cond:
+                if not self._due:
+                    self._cond.wait(60)
+                    if not self._due:
+                        self._thread = None
+                        return
+                    continue
+                key, (due, claim) = min(self._due.items(), key=lambda item: item[1][0])
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                self._due[key] = (time.monotonic() + self._lease / 3, claim)
             try:
-                renew_lease(self._store, self._claim, self._lease, time.time())
+                renew_lease(self._store, claim, self._lease, time.time())
             except Exception:
                 # Lost or unreachable: the completion append will tell (LeaseLost) and discard.
-                return
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+                with self._cond:
+                    self._due.pop(key, None)
 
 
 class Executor:
@@ -215,6 +243,7 @@ class Executor:
         self.backoff_seconds = backoff_seconds
         self.replay = replay
         self.poll_seconds = poll_seconds
+        self._renewer = _Renewer(store, lease_seconds)
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -345,7 +374,7 @@ class Executor:
             if isinstance(step, _Wait):
                 time.sleep(max(step.seconds, 0.0))
                 continue
-            with _Heartbeat(self.store, step.claim, self.lease_seconds):
+            with self._renewer.holding(step.claim):
                 ok, text, ms = self._invoke(step)
             outcome = self._finish(step, ok, text, ms, append_result)
             if outcome is not None:
@@ -397,7 +426,7 @@ class Executor:
         step = self._advance(state, time.time(), True)
         if not isinstance(step, _Run):
             return step if isinstance(step, ToolOutcome) else None
-        with _Heartbeat(self.store, step.claim, self.lease_seconds):
+        with self._renewer.holding(step.claim):
             ok, text, ms = self._invoke(step)
         return self._finish(step, ok, text, ms, True)
 
