@@ -16,6 +16,11 @@ cancellation and replay divergences come back as ``ToolResult(is_error=True)``;
 the ones the caller should know about are also kept in :attr:`problems` (the
 replay driver raises the first ``ReplayDivergence`` it finds there).
 
+A call cancelled while this worker runs it (the run's ``CancellationToken``, which
+an ``McpWorkbench`` links to its request) may have had its effect, so it is
+recorded at once as *outcome unknown*, final: a retried request gets that record
+instead of waiting for the lease to expire, and the tool is not run again.
+
 Tool results are not appended to the conversation by the executor
 (``append_result=False``): the adapter stores them with the rest of the agent's
 turn, under the same ``tool-result:{call_id}`` ids, in one atomic batch.
@@ -32,8 +37,9 @@ from typing import Any
 from autogen_core import CancellationToken
 from autogen_core.tools import TextResultContent, ToolResult, ToolSchema, Workbench
 
-from chatledger.store import ChatledgerError, ConflictError, Store
+from chatledger.store import ChatledgerError, ConflictError, LeaseLost, Store
 from chatledger.store.executor import Executor, ToolOutcome, current_idempotency_key
+from chatledger.store.ledger import final_draft, load_call, record_outcome
 from chatledger.store.tools import ToolRegistry
 
 __all__ = ["ExecutorWorkbench", "WorkbenchToolError"]
@@ -119,6 +125,7 @@ class ExecutorWorkbench(Workbench):
         if not call_id:
             # Legacy calls without an id: derive one from the call, stable across retries.
             call_id = "noid-" + hashlib.sha256(f"{name}\x00{args}".encode()).hexdigest()[:24]
+        executor: Executor | None = None
         try:
             executor = await self._executor_for()
             self._token = cancellation_token
@@ -126,7 +133,13 @@ class ExecutorWorkbench(Workbench):
             return ToolResult(name=name, result=[TextResultContent(content=outcome.content)], is_error=outcome.is_error)
         except asyncio.CancelledError:
             # Swallowed on purpose: re-raising here makes AssistantAgent.run() hang (upstream #7956).
-            return self._error(name, "cancelled: the tool call was interrupted; its outcome is in the ledger")
+            text = "cancelled: the tool call was interrupted; its outcome is in the ledger"
+            if executor is not None:
+                try:
+                    text = self._settle_cancelled(executor, call_id) or text
+                except ChatledgerError as exc:
+                    self.problems.append(exc)
+            return self._error(name, text)
         except ChatledgerError as exc:
             self.problems.append(exc)
             return self._error(name, f"{type(exc).__name__}: {exc}")
@@ -145,6 +158,36 @@ class ExecutorWorkbench(Workbench):
                 if attempt == _ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
+
+    def _settle_cancelled(self, executor: Executor, call_id: str) -> str | None:
+        """Record a call this worker was running when it was cancelled as outcome unknown (final).
+
+        Returns the recorded text (what a retried request will get too), or None when
+        the call is not this worker's to settle (final already, or someone else's).
+        """
+        state = load_call(self.store, self.conversation_id, call_id)
+        if state is None or state.status != "claimed" or state.worker_id != executor.worker_id:
+            return None
+        reason = "it was cancelled while it ran"
+        content = (
+            f"Error: the outcome of tool call {call_id} ({state.name}) is unknown: {reason}. "
+            "It was not run again; check its effect before calling it again."
+        )
+        payload = {"tool_call_id": call_id, "attempt": state.attempt, "reason": reason}
+        try:
+            with self.store.transaction() as w:
+                record_outcome(
+                    w,
+                    state,
+                    final_draft("outcome_unknown", payload),
+                    "outcome_unknown",
+                    expected_version=state.version,
+                    content=content,
+                    append_result=False,
+                )
+        except LeaseLost:
+            return None
+        return content
 
     @staticmethod
     def _error(name: str, text: str) -> ToolResult:
