@@ -45,7 +45,8 @@ class ScriptedModelClient:
                 self.fail_after_tool -= 1
                 raise ConnectionError("model endpoint went away")
             return chat_completion({"content": f"Forecast: {last.get('content')}"})
-        city = str(last.get("content") or "").split()[-1].strip("?.!") or "Rome"
+        words = str(last.get("content") or "").split()
+        city = words[-1].strip("?.!") if words else "nowhere"
         call = {
             "id": f"call_{uuid.uuid4().hex[:10]}",
             "function": {"name": "get_weather", "arguments": f'{{"city": "{city}"}}'},
