@@ -7,8 +7,9 @@ sends the model the same history get the same response, with the same tool
 call ids, so the executor returns the recorded tool outcomes instead of
 running the tools again.
 
-Responses are ``model.response_recorded`` events in the conversation's
-``model`` side stream, keyed by a hash of the request; the first writer wins.
+Responses are recorded with :mod:`chatledger.store.responses` (the
+conversation's ``model`` side stream), keyed by a hash of the request; the
+first writer wins.
 ``OpenAIWrapper`` returns the object it just cached, so when another worker
 recorded first, :meth:`LedgerCache.set` rewrites that object in place into the
 recorded response: both workers then continue with the same reply.
@@ -21,12 +22,12 @@ import json
 from types import TracebackType
 from typing import Any
 
-from chatledger.store import ConflictError, Draft, ModelResponseRecorded, Store
-from chatledger.store.recorder import side_stream_id
+from chatledger.store import Store
+from chatledger.store.responses import record_response, recorded_response
 
 from .classic_recording import autogen_module
 
-__all__ = ["LedgerCache", "cache_key", "record_response", "recorded_response"]
+__all__ = ["LedgerCache", "cache_key"]
 
 _EXCLUDE = {"message_retrieval_function"}
 
@@ -35,28 +36,6 @@ def cache_key(key: Any) -> str:
     """A stable text key for what ``autogen.oai.openai_utils.get_key`` returns (a JSON-able dict)."""
     text = key if isinstance(key, str) else json.dumps(key, sort_keys=True, default=str)
     return "classic:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def record_response(store: Store, conversation_id: str, key: str, response: dict[str, Any]) -> dict[str, Any]:
-    """Record a model response under ``key`` unless one is there; return the stored one (first writer wins)."""
-    stream = side_stream_id(conversation_id, "model")
-    try:
-        with store.transaction() as w:
-            if w.head(stream) is None:
-                w.create_stream(stream, conversation_id, "side")
-            w.append(stream, [Draft(ModelResponseRecorded, {"key": key, "response": response}, key=key)])
-    except ConflictError:
-        pass
-    stored = recorded_response(store, conversation_id, key)
-    return response if stored is None else stored
-
-
-def recorded_response(store: Store, conversation_id: str, key: str) -> dict[str, Any] | None:
-    """The response recorded under ``key``, or None."""
-    for event in store.stream_events(side_stream_id(conversation_id, "model")):
-        if isinstance(event, ModelResponseRecorded) and event.key == key:
-            return dict(event.response)
-    return None
 
 
 def _dump(value: Any) -> dict[str, Any] | None:
