@@ -219,3 +219,26 @@ def test_concurrent_appenders_never_lose_or_duplicate(make_store: Callable[..., 
     contents = sorted(m["content"] for m in store.history(conv))
     assert contents == sorted(f"{n}-{i}" for n in range(4) for i in range(10))
     assert store.version(conv) == 41
+
+
+def test_racing_starts_with_exist_ok_all_succeed(make_store: Callable[..., Store]) -> None:
+    """Writers racing to start the same conversation with exist_ok all get it; it is created once."""
+    barrier = threading.Barrier(4)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        s = make_store()
+        barrier.wait()
+        try:
+            results.append(s.start_conversation("shared-start", exist_ok=True))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == ["shared-start"] * 4
+    assert make_store().version("shared-start") == 1
