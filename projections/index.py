@@ -13,13 +13,15 @@ tool), ``answered`` (the last message is the assistant's).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from chatledger.store import ConversationStarted, Event, MessageAppended, Store, ValidationError
+from chatledger.store.recorder import Record
 
 from .runner import ProjectionRunner, read_models, register_projection
-from .tables import Table, Tables
+from .tables import Payload, Row, Table, Tables
 
 __all__ = ["ConversationIndex", "IndexEntry", "conversation_index", "message_text"]
 
@@ -61,6 +63,47 @@ def message_text(message: dict[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _started_row(conversation_id: str, tenant: str, at: str, version: int, metadata: Any, forked_from: Any) -> Row:
+    return {
+        "conversation_id": conversation_id,
+        "tenant": tenant,
+        "created_at": at,
+        "last_activity": at,
+        "version": version,
+        "messages": 0,
+        "tool_calls": 0,
+        "open_tool_calls": 0,
+        "status": "empty",
+        "title": None,
+        "metadata": json.dumps(metadata, ensure_ascii=False),
+        "forked_from": json.dumps(forked_from) if forked_from else None,
+    }
+
+
+def _count_message(row: Row, message: dict[str, Any]) -> None:
+    """Fold one appended message into its conversation's row (shared by both paths)."""
+    role = message.get("role")
+    calls = len(message.get("tool_calls") or [])
+    row["messages"] += 1
+    if calls:
+        row["tool_calls"] += calls
+        row["open_tool_calls"] += calls
+    if role == "tool":
+        row["open_tool_calls"] = max(0, row["open_tool_calls"] - 1)
+    if row["title"] is None and role == "user":
+        row["title"] = message_text(message)[:80] or None
+    if row["open_tool_calls"]:
+        row["status"] = "awaiting_tools"
+    elif role == "assistant":
+        row["status"] = "answered"
+    elif role in ("user", "tool"):
+        row["status"] = "awaiting_reply"
+
+
+_STARTED = ConversationStarted.TYPE
+_APPENDED = MessageAppended.TYPE
+
+
 class ConversationIndex:
     """Folds conversation and message events into one ``conversation_index`` row per conversation."""
 
@@ -68,53 +111,63 @@ class ConversationIndex:
     version: ClassVar[int] = 1
     tables: ClassVar[tuple[Table, ...]] = (TABLE,)
     types: ClassVar[frozenset[str] | None] = None
+    payload_types: ClassVar[frozenset[str]] = frozenset({_STARTED, _APPENDED})
 
     def apply(self, tables: Tables, event: Event) -> None:
         """Start a row on ``conversation.started``; count messages and tool calls; track activity."""
         at = event.recorded_at.isoformat()
         if isinstance(event, ConversationStarted):
-            tables.put(
-                TABLE.name,
-                {
-                    "conversation_id": event.conversation_id,
-                    "tenant": event.tenant,
-                    "created_at": at,
-                    "last_activity": at,
-                    "version": event.version,
-                    "messages": 0,
-                    "tool_calls": 0,
-                    "open_tool_calls": 0,
-                    "status": "empty",
-                    "title": None,
-                    "metadata": json.dumps(event.metadata, ensure_ascii=False),
-                    "forked_from": json.dumps(event.forked_from) if event.forked_from else None,
-                },
+            row = _started_row(
+                event.conversation_id, event.tenant, at, event.version, event.metadata, event.forked_from
             )
+            tables.put(TABLE.name, row)
             return
-        row = tables.get(TABLE.name, event.conversation_id)
-        if row is None:
+        found = tables.get(TABLE.name, event.conversation_id)
+        if found is None:
             return
-        row["last_activity"] = at
+        found["last_activity"] = at
         if event.stream_id == event.conversation_id:
-            row["version"] = event.version
+            found["version"] = event.version
         if isinstance(event, MessageAppended):
-            message = event.message
-            role = message.get("role")
-            calls = len(message.get("tool_calls") or [])
-            row["messages"] += 1
-            row["tool_calls"] += calls
-            row["open_tool_calls"] += calls
-            if role == "tool":
-                row["open_tool_calls"] = max(0, row["open_tool_calls"] - 1)
-            if row["title"] is None and role == "user":
-                row["title"] = message_text(message)[:80] or None
-            if row["open_tool_calls"]:
-                row["status"] = "awaiting_tools"
-            elif role == "assistant":
-                row["status"] = "answered"
-            elif role in ("user", "tool"):
-                row["status"] = "awaiting_reply"
-        tables.put(TABLE.name, row)
+            _count_message(found, event.message)
+        tables.put(TABLE.name, found)
+
+    def apply_batch(self, tables: Tables, records: Sequence[Record], payloads: Sequence[Payload | None]) -> None:
+        """The fast path: each conversation's row is loaded once and written once per batch.
+
+        ``recorded_at`` is used as stored: it is what ``datetime.isoformat()`` wrote, so it
+        equals the pure fold's ``event.recorded_at.isoformat()``.
+        """
+        rows: dict[str, Row | None] = {}
+        get = tables.get
+        current, row = "", None  # consecutive records mostly share a conversation
+        for record, payload in zip(records, payloads, strict=True):
+            conv = record.conversation_id
+            if record.type == _STARTED:
+                assert payload is not None
+                current = conv
+                row = rows[conv] = _started_row(
+                    conv,
+                    record.tenant,
+                    record.recorded_at,
+                    record.version,
+                    payload.get("metadata", {}),
+                    payload.get("forked_from"),
+                )
+                continue
+            if conv != current:
+                current = conv
+                row = rows[conv] if conv in rows else rows.setdefault(conv, get(TABLE.name, conv))
+            if row is None:
+                continue
+            row["last_activity"] = record.recorded_at
+            if record.stream_id == conv:
+                row["version"] = record.version
+            if payload is not None and record.type == _APPENDED:
+                _count_message(row, payload["message"])
+        for found in rows.values():
+            if found is not None:
+                tables.put(TABLE.name, found)
 
 
 @dataclass(frozen=True)

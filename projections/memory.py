@@ -132,5 +132,8 @@ class MemoryReadModels:
         hits.sort(key=lambda h: h[0])
         return [row for _, row in hits[:limit]]
 
+    def settle(self, tables: Sequence[Table]) -> None:
+        """Nothing to settle: search scans the rows."""
+
     def close(self) -> None:
         """Nothing to release."""

@@ -188,5 +188,8 @@ class PostgresReadModels:
         with self._recorder.connection() as conn:
             return _rows(conn.execute(sql, [query, *where.values(), limit]))
 
+    def settle(self, tables: Sequence[Table]) -> None:
+        """Nothing to settle: the ``tsvector`` column and its GIN index follow every insert."""
+
     def close(self) -> None:
         """Nothing of its own to release: connections belong to the recorder's pool."""

@@ -19,24 +19,34 @@ from zero and catches up on its first run.
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from chatledger.store import NotFoundError, Store, ValidationError
+from chatledger.store.events import event_class
+from chatledger.store.log import _PlainCodec
 from chatledger.store.recorder import Record
 
-from .tables import Projection, Tables
+from .tables import BatchFold, Payload, Projection, Tables
 from .tracking import ProjectionState, ReadModels
 
 __all__ = [
     "ProjectionRunner",
+    "decode_payloads",
     "default_projections",
     "projection_states",
     "read_models",
     "register_projection",
 ]
+
+_fast_loads: Callable[[str], Any]
+try:
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - the fast extra is not installed
+    _fast_loads = json.loads
 
 ProjectionFactory = Callable[[], Projection]
 _FACTORIES: dict[str, ProjectionFactory] = {}
@@ -168,6 +178,7 @@ class ProjectionRunner:
                     if progress is not None and read:
                         progress(total)
             if not moved:
+                self.models.settle([t for p in selected for t in p.tables])
                 return total
 
     def _batch(self, group: Sequence[Projection], position: int) -> int | None:
@@ -208,13 +219,65 @@ class ProjectionRunner:
 
 
 def _fold(store: Store, records: Sequence[Record], group: Sequence[Projection], tables: Sequence[Tables]) -> None:
-    """Fold records into each projection, decoding each record at most once and only if one wants it."""
-    wants = [(p.types, p.apply, t) for p, t in zip(group, tables, strict=True)]
+    """Fold records into each projection: batch folds on shared payloads, the others event by event."""
+    fast: list[tuple[BatchFold, Tables]] = []
+    slow: list[tuple[Projection, Tables]] = []
+    for p, t in zip(group, tables, strict=True):
+        if isinstance(p, BatchFold):
+            fast.append((p, t))
+        else:
+            slow.append((p, t))
+    if fast:
+        wanted = frozenset().union(*(p.payload_types for p, _ in fast))
+        payloads = decode_payloads(store, records, wanted)
+        for p, t in fast:
+            p.apply_batch(t, records, payloads)
+    if slow:
+        _fold_events(store, records, slow)
+
+
+def _fold_events(store: Store, records: Sequence[Record], wants: Sequence[tuple[Projection, Tables]]) -> None:
+    """The pure-fold path: decode each record at most once, and only if a projection wants its type."""
     decode = store.decode
     for record in records:
         event = None
-        for types, apply, t in wants:
-            if types is None or record.type in types:
+        for p, t in wants:
+            if p.types is None or record.type in p.types:
                 if event is None:
                     event = decode(record)
-                apply(t, event)
+                p.apply(t, event)
+
+
+def decode_payloads(store: Store, records: Sequence[Record], types: frozenset[str]) -> list[Payload | None]:
+    """The JSON payload of each record whose type is in ``types`` (None for the rest), upcast to the
+    current schema: what :meth:`Store.decode` reads, without building and validating an event.
+
+    Parsing uses orjson when it is installed (the ``fast`` extra: 3-4x faster on chat payloads)
+    and falls back to :func:`json.loads` for what orjson refuses (integers beyond 64 bits).
+    """
+    loads, slow_loads = _fast_loads, json.loads
+    decode = store.codec.decode
+    # The plain codec returns stored text as is (and raises on an encrypted payload): skip the call.
+    plain = isinstance(store.codec, _PlainCodec)
+    schemas: dict[str, int] = {}
+    out: list[Payload | None] = []
+    append = out.append
+    for record in records:
+        kind = record.type
+        if kind not in types:
+            append(None)
+            continue
+        text = record.payload
+        if not plain or text.startswith("enc:"):
+            text = decode(record.conversation_id, text)
+        try:
+            payload = loads(text)
+        except ValueError:
+            payload = slow_loads(text)
+        schema = schemas.get(kind)
+        if schema is None:
+            schema = schemas[kind] = event_class(kind).SCHEMA_VERSION
+        if record.schema_version < schema:
+            payload = event_class(kind).upcast(payload, record.schema_version)
+        append(payload)
+    return out

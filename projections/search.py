@@ -3,21 +3,23 @@
 The ``search`` projection keeps one row per chat message (its conversation,
 version, role, author name and searchable text, see
 :func:`~chatledger.projections.index.message_text`) and the backend indexes it:
-SQLite FTS5 via sqlite-utils ``enable_fts`` (porter stemming over unicode61 with
-diacritics folded), PostgreSQL ``to_tsvector`` / ``websearch_to_tsquery``, a
-case-insensitive substring match on the in-memory backend.
+SQLite FTS5 (porter stemming over unicode61 with diacritics folded, built in
+bulk after a rebuild, see :mod:`chatledger.projections.sqlite`), PostgreSQL
+``to_tsvector`` / ``websearch_to_tsquery``, a case-insensitive substring match on the in-memory backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from chatledger.store import Event, MessageAppended, Store, ValidationError
+from chatledger.store.recorder import Record
 
 from .index import message_text
 from .runner import ProjectionRunner, read_models, register_projection
-from .tables import Table, Tables
+from .tables import Payload, Row, Table, Tables
 
 __all__ = ["MessageSearch", "SearchHit", "search"]
 
@@ -37,6 +39,8 @@ TABLE = Table(
     indexes=(("tenant",),),
 )
 
+_APPENDED = MessageAppended.TYPE
+
 
 class MessageSearch:
     """Folds each ``message.appended`` into one searchable ``message_search`` row."""
@@ -44,28 +48,59 @@ class MessageSearch:
     name: ClassVar[str] = "search"
     version: ClassVar[int] = 1
     tables: ClassVar[tuple[Table, ...]] = (TABLE,)
-    types: ClassVar[frozenset[str] | None] = frozenset({MessageAppended.TYPE})
+    types: ClassVar[frozenset[str] | None] = frozenset({_APPENDED})
+    payload_types: ClassVar[frozenset[str]] = frozenset({_APPENDED})
 
     def apply(self, tables: Tables, event: Event) -> None:
         """Add a row for a message that has any text; other events change nothing."""
         if not isinstance(event, MessageAppended):
             return
-        text = message_text(event.message)
-        if not text:
-            return
-        name = event.message.get("name")
-        tables.insert(
-            TABLE.name,
-            {
-                "conversation_id": event.conversation_id,
-                "version": event.version,
-                "position": event.position,
-                "tenant": event.tenant,
-                "role": str(event.message.get("role")),
-                "name": name if isinstance(name, str) else None,
-                "content": text,
-            },
-        )
+        row = _row(event.conversation_id, event.version, event.position, event.tenant, event.message)
+        if row is not None:
+            tables.insert(TABLE.name, row)
+
+    def apply_batch(self, tables: Tables, records: Sequence[Record], payloads: Sequence[Payload | None]) -> None:
+        """The fast path: one row per appended message with text, straight from the stored payloads."""
+        rows: list[Row] = []
+        append = rows.append
+        for record, payload in zip(records, payloads, strict=True):
+            if payload is None or record.type != _APPENDED:
+                continue
+            message = payload["message"]
+            content = message.get("content")
+            # The common case (plain text, no tool calls) without the general extraction.
+            text = content if type(content) is str and not message.get("tool_calls") else message_text(message)
+            if text:
+                name = message.get("name")
+                append(
+                    {
+                        "conversation_id": record.conversation_id,
+                        "version": record.version,
+                        "position": record.position,
+                        "tenant": record.tenant,
+                        "role": str(message.get("role")),
+                        "name": name if isinstance(name, str) else None,
+                        "content": text,
+                    }
+                )
+        tables.insert_many(TABLE.name, rows)
+
+
+def _row(conversation_id: str, version: int, position: int, tenant: str, message: dict[str, Any]) -> Row | None:
+    """The search row of a message, or None when it has no text."""
+    text = message_text(message)
+    if not text:
+        return None
+    name = message.get("name")
+    return {
+        "conversation_id": conversation_id,
+        "version": version,
+        "position": position,
+        "tenant": tenant,
+        "role": str(message.get("role")),
+        "name": name if isinstance(name, str) else None,
+        "content": text,
+    }
 
 
 @dataclass(frozen=True)

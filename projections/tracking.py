@@ -65,5 +65,8 @@ class ReadModels(Protocol):
     def search(self, table: Table, query: str, where: dict[str, Any], limit: int) -> list[Row]:
         """Full-text matches, best first, each with a ``snippet``."""
 
+    def settle(self, tables: Sequence[Table]) -> None:
+        """Finish derived indexes a bulk load deferred (called by the runner once it has caught up)."""
+
     def close(self) -> None:
         """Release connections this object opened."""
