@@ -2,9 +2,11 @@
 
 **Writes** lock only the heads of the streams they touch (``SELECT ... FOR
 UPDATE``), so appends to different conversations never queue behind one
-another. A transaction costs four round trips: ``BEGIN`` with the first
-statement, the idempotency-key lookup, the ``INSERT ... RETURNING`` and the head
-update with ``COMMIT``.
+another. A write transaction costs three round trips (see :class:`_Tx`). A lone
+``Store.append`` costs one: a single autocommit statement built against the
+head this recorder last saw, which writes only if that head is still current
+(:meth:`PostgresRecorder.append_alone`); otherwise it falls back to a
+transaction.
 
 **Global order.** eventsourcing serialises every insert with ``LOCK TABLE`` so
 that a ``position > last`` reader never skips a row that commits late. We do
@@ -31,16 +33,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, LiteralString, NoReturn
+from dataclasses import replace
+from typing import Any, LiteralString, NoReturn, TypeVar
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import BackendUnavailable, ChatledgerError, ConflictError, ValidationError
-from .recorder import NewRecord, Record, StreamHead
+from .recorder import NewRecord, Record, StreamHead, WriteTransaction
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresRecorder", "split_url", "translate"]
 
@@ -104,6 +107,9 @@ _CURSOR = (
     "'0'::xid8), %(after)s)"
 )
 _OUR_OPTIONS = {"pool_min", "pool_max", "timeout", "read_wait"}
+_APPEND_SQL: dict[int, LiteralString] = {}
+_CACHED_HEADS = 4096
+T = TypeVar("T")
 
 
 def translate(exc: BaseException, what: str) -> ChatledgerError:
@@ -172,6 +178,7 @@ class _Tx:
         self.event_ids: list[str] = []
         self._queued: list[tuple[LiteralString, Sequence[Any]]] = []
         self._spare: list[int] = []
+        self.heads: dict[str, StreamHead] = {}  # as they will stand after COMMIT
 
     def _run(self, sql: LiteralString, params: Sequence[Any], what: str) -> list[Any]:
         """Send the queued statements and this one (starting the transaction first); its rows."""
@@ -223,7 +230,8 @@ class _Tx:
             return None
         *head, position, self.xid = rows[0]
         self._spare.append(position)
-        return StreamHead(*head)
+        self.heads[stream_id] = found = StreamHead(*head)
+        return found
 
     def create_stream(self, head: StreamHead) -> None:
         rows = self._run(
@@ -247,6 +255,7 @@ class _Tx:
         if not rows:
             raise ConflictError(f"stream {head.stream_id!r} exists already")
         self.xid = rows[0][0]
+        self.heads[head.stream_id] = head
 
     def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
         if not keys:
@@ -291,6 +300,11 @@ class _Tx:
         lease_until: float | None,
     ) -> None:
         self._queued.append((_UPDATE_HEAD, (version, head_hash, updated_at, status, lease_until, stream_id)))
+        old = self.heads.get(stream_id)
+        if old is not None:
+            self.heads[stream_id] = replace(
+                old, version=version, head_hash=head_hash, updated_at=updated_at, status=status, lease_until=lease_until
+            )
 
     def commit(self) -> None:
         if not self.begun:
@@ -316,6 +330,30 @@ _UPDATE_HEAD: LiteralString = (
 _INSERT_SQL: dict[int, LiteralString] = {}
 
 
+def _append_sql(rows: int) -> LiteralString:
+    """The one statement of a lone append of ``rows`` events against a guessed head (cached per count).
+
+    The head update matches only the guessed version and hash; it also locks the head and
+    hands the insert its conversation and tenant, so a stale guess inserts nothing and
+    returns NULL. A stored key fails the statement on the unique index: nothing is written.
+    """
+    sql = _APPEND_SQL.get(rows)
+    if sql is None:
+        values = ",".join(["(%s::bigint,%s,%s,%s::integer,%s,%s,%s)"] * rows)
+        sql = _APPEND_SQL[rows] = (
+            "WITH head AS (UPDATE streams SET version = %s, head_hash = %s, updated_at = %s "
+            "WHERE stream_id = %s AND version = %s AND head_hash = %s RETURNING conversation_id, tenant), "
+            "inserted AS (INSERT INTO events (stream_id, version, conversation_id, tenant, event_id, type, "
+            "schema_version, key, recorded_at, payload, hash) "
+            "SELECT %s, r.version, head.conversation_id, head.tenant, r.event_id, r.type, r.schema_version, "
+            "r.key, %s, r.payload, r.hash FROM head CROSS JOIN "
+            f"(VALUES {values}) AS r(version, event_id, type, schema_version, key, payload, hash) "
+            "RETURNING position, version) "
+            "SELECT array_agg(position ORDER BY version) FROM inserted"
+        )
+    return sql
+
+
 def _insert_sql(rows: int) -> LiteralString:
     """The INSERT of ``rows`` events with their positions given (cached per row count)."""
     sql = _INSERT_SQL.get(rows)
@@ -326,6 +364,86 @@ def _insert_sql(rows: int) -> LiteralString:
             f"schema_version, key, recorded_at, payload, hash) VALUES {values}"
         )
     return sql
+
+
+class _Miss(Exception):
+    """A guessed head was not the stream's current one (or the write needs more than one statement)."""
+
+
+class _Guess:
+    """A lone append sent as one statement, built against the head this recorder last saw.
+
+    ``head`` answers from the cache, ``records_by_keys`` assumes no key is stored, and
+    ``insert`` sends the statement of :func:`_append_sql`, which writes only if both guesses
+    hold (and commits: it runs in autocommit). Otherwise it raises :class:`_Miss` or a
+    ConflictError and nothing was written: the append is then done in a real transaction.
+    """
+
+    def __init__(self, rec: PostgresRecorder) -> None:
+        self._rec = rec
+        self._head: StreamHead | None = None
+        self._written: NewRecord | None = None
+
+    def head(self, stream_id: str) -> StreamHead | None:
+        head = self._rec._heads.get(stream_id)
+        if head is None or (self._head is not None and self._head is not head):
+            raise _Miss
+        self._head = head
+        return head
+
+    def create_stream(self, head: StreamHead) -> None:
+        raise _Miss
+
+    def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
+        return {}  # a stored key fails the append statement on the unique (stream_id, key) index
+
+    def insert(self, records: Sequence[NewRecord]) -> list[int]:
+        head = self._head
+        if head is None or self._written is not None or not records:
+            raise _Miss
+        if any(r.stream_id != head.stream_id for r in records):
+            raise _Miss
+        positions = self._rec._append_guessed(head, records)
+        if positions is None:
+            raise _Miss
+        self._written = records[-1]
+        return positions
+
+    def update_head(
+        self,
+        stream_id: str,
+        version: int,
+        head_hash: str,
+        updated_at: str,
+        status: str | None,
+        lease_until: float | None,
+    ) -> None:
+        head, last = self._head, self._written
+        # The append statement moved the head already; status and lease are left as they were.
+        if head is None or last is None or stream_id != head.stream_id:
+            raise RuntimeError("append_alone: update_head without a preceding insert")
+        if (version, head_hash, updated_at, status, lease_until) != (
+            last.version,
+            last.hash,
+            last.recorded_at,
+            head.status,
+            head.lease_until,
+        ):
+            raise RuntimeError("append_alone: the body may not change a stream's status or lease")
+        moved = StreamHead(
+            stream_id,
+            head.conversation_id,
+            head.tenant,
+            head.kind,
+            version,
+            head_hash,
+            head.created_at,
+            updated_at,
+            status,
+            lease_until,
+            head.metadata,
+        )
+        self._rec._remember({stream_id: moved})
 
 
 class PostgresRecorder:
@@ -360,6 +478,7 @@ class PostgresRecorder:
         self.timeout = float(ours.get("timeout", timeout))
         self.read_wait = float(ours.get("read_wait", read_wait))
         self._local = threading.local()
+        self._heads: dict[str, StreamHead] = {}  # the last head this recorder saw of each stream
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             conninfo,
             min_size=self.pool_min,
@@ -464,10 +583,98 @@ class PostgresRecorder:
                 held = False
                 self._pool.putconn(tx.conn)  # free the slot: settling needs a connection
                 self._settle_lost_commit(tx, exc)
+            self._remember(tx.heads)
         finally:
             self._local.writing = False
             if held:
                 self._pool.putconn(tx.conn)
+
+    def append_alone(self, body: Callable[[WriteTransaction], T]) -> T:
+        """Run ``body``, a transaction holding one append to one stream, in a single statement.
+
+        The append is built against the head this recorder last saw of the stream and sent as
+        one statement (one round trip, no BEGIN or COMMIT): the server writes it only if that
+        head is still current and none of its keys is stored. Otherwise (a
+        stream this recorder has not seen, another writer appended meanwhile, a duplicate, an
+        error decided on the guessed head) nothing was written and ``body`` runs again in an
+        ordinary write transaction, on the locked head. ``body`` must not change the stream's
+        status or lease.
+        """
+        if not getattr(self._local, "writing", False):
+            try:
+                return body(_Guess(self))
+            except _Miss:
+                pass
+            except BackendUnavailable:
+                raise
+            except ChatledgerError:
+                pass  # decided on a guessed head: decide again on the locked one
+        with self.write() as tx:
+            return body(tx)
+
+    def _remember(self, heads: dict[str, StreamHead]) -> None:
+        if len(self._heads) + len(heads) > _CACHED_HEADS:
+            self._heads.clear()
+        self._heads.update(heads)
+
+    def _append_guessed(self, head: StreamHead, records: Sequence[NewRecord]) -> list[int] | None:
+        """Send the append statement: the positions written, or None when the head had moved."""
+        if any(r.recorded_at != records[0].recorded_at for r in records):
+            return None
+        last, at = records[-1], records[0].recorded_at
+        params: list[Any] = [last.version, last.hash, at, head.stream_id, head.version, head.head_hash]
+        params += [head.stream_id, at]
+        for r in records:
+            params += [r.version, r.event_id, r.type, r.schema_version, r.key, r.payload, r.hash]
+        sql = _append_sql(len(records))
+        for attempt in range(self.pool_max + 2):
+            conn = self._getconn()
+            pid, held = conn.info.backend_pid, True
+            try:
+                row = conn.execute(sql, params).fetchone()
+                return None if row is None or row[0] is None else [int(p) for p in row[0]]
+            except psycopg.Error as exc:
+                if not _dead(exc, conn):
+                    _raise(exc, "appending")
+                conn.close()
+                held = False
+                self._pool.putconn(conn)  # free the slot: settling needs a connection
+                self._pool.check()
+                landed = self._settle_lost_statement(pid, [r.event_id for r in records], exc)
+                if landed is not None:
+                    return landed
+                if attempt > self.pool_max:
+                    _raise(exc, "appending (nothing was written)")
+            finally:
+                if held:
+                    self._pool.putconn(conn)
+        raise AssertionError("unreachable")
+
+    def _settle_lost_statement(self, pid: int, event_ids: list[str], exc: psycopg.Error) -> list[int] | None:
+        """The connection died during an autocommit write: its positions if it committed, else None.
+
+        Once the server process that ran it has exited, the statement has committed or rolled
+        back for good, and its event ids tell which.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                with self._pool.connection() as conn:
+                    alive = conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+                    if alive is None:  # looked up after it ended, in a later snapshot
+                        row = conn.execute(
+                            "SELECT array_agg(position ORDER BY version) FROM events WHERE event_id = ANY(%s)",
+                            (event_ids,),
+                        ).fetchone()
+                        return None if row is None or row[0] is None else [int(p) for p in row[0]]
+            except (psycopg.Error, PoolTimeout):
+                pass
+            if time.monotonic() > deadline:
+                raise BackendUnavailable(
+                    "the connection was lost while appending and the outcome is still unknown; "
+                    "retrying an append with the same message ids is safe"
+                ) from exc
+            time.sleep(0.05)
 
     def _settle_lost_commit(self, tx: _Tx, exc: psycopg.Error) -> None:
         """The connection died during COMMIT: return if the transaction committed, else raise."""
