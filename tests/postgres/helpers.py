@@ -129,3 +129,96 @@ def wait_until(predicate: Any, seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return bool(predicate())
+
+
+# -- the multi-process executor test: agents submit, workers execute, tools count in PostgreSQL --
+
+_RUNS: Any = None  # the counting tools' own connection, one per worker process
+
+
+def count_run(url: str) -> None:
+    """Count one run of the current tool call in ``tool_runs`` (one row per idempotency key)."""
+    import psycopg
+
+    from chatledger.store import current_idempotency_key
+
+    global _RUNS
+    if _RUNS is None:
+        _RUNS = psycopg.connect(url, autocommit=True)
+    _RUNS.execute(
+        "INSERT INTO tool_runs (call_key, runs) VALUES (%s, 1) "
+        "ON CONFLICT (call_key) DO UPDATE SET runs = tool_runs.runs + 1",
+        (current_idempotency_key(),),
+    )
+
+
+def counting_tools(url: str) -> Any:
+    """The registry every worker runs: ``lookup(item)`` counts its run and echoes the item."""
+    from chatledger.store import ToolRegistry
+
+    tools = ToolRegistry()
+
+    @tools.register
+    def lookup(item: int) -> str:
+        """Count a run and echo the item."""
+        count_run(url)
+        return f"item {item}"
+
+    return tools
+
+
+def tool_turn(agent: int, conv: int, turn: int, calls: int) -> dict[str, Any]:
+    """The final assistant message of one turn: ``calls`` lookups with ids unique in the run."""
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": f"a{agent}-c{conv}-t{turn}-{i}",
+                "type": "function",
+                "function": {"name": "lookup", "arguments": f'{{"item": {i}}}'},
+            }
+            for i in range(calls)
+        ],
+    }
+
+
+def executor_agent(url: str, agent: int, convs: int, turns: int, calls: int, barrier: Any) -> None:
+    """An agent process: starts ``convs`` conversations and submits ``turns`` tool turns to each,
+    a new turn once the workers have answered every call of the previous one."""
+    from chatledger.store import Executor, PendingToolCallsError, open_store
+
+    store = open_store(url, pool_min=1, pool_max=2)
+    executor = Executor(store, [])
+    ids = [
+        store.start_conversation(f"a{agent}-c{c}", messages=[{"role": "user", "content": "look them up"}])
+        for c in range(convs)
+    ]
+    barrier.wait()
+    for turn in range(turns):
+        for c, conv in enumerate(ids):
+            while True:
+                try:
+                    executor.submit(conv, tool_turn(agent, c, turn, calls))
+                    break
+                except PendingToolCallsError:
+                    time.sleep(0.05)  # the previous turn's calls are still running
+    store.close()
+
+
+def executor_worker(url: str, barrier: Any, agents_done: Any, finished: Any) -> None:
+    """A worker process: runs ``run_worker`` until it has been idle for a second after every agent
+    finished submitting, then reports how many calls it completed."""
+    from chatledger.store import open_store, run_worker
+
+    store = open_store(url, pool_min=1, pool_max=2)
+    tools = counting_tools(url)
+    barrier.wait()
+    total = 0
+    while True:
+        last_round = agents_done.is_set()
+        total += run_worker(store, tools, poll_seconds=0.05, idle_exit_seconds=1.0, lease_seconds=10.0)
+        if last_round:
+            break
+    store.close()
+    finished.put(total)
