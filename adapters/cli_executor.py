@@ -33,6 +33,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("audit", help="list tool executions: tool, arguments, status, result or error")
     p.add_argument("--conversation", default=None, help="only this conversation's calls")
     p.add_argument("--tool", default=None, help="only calls of this tool")
+    p.add_argument("--since", default=None, help="only calls requested at or after this ISO time (UTC)")
+    p.add_argument("--until", default=None, help="only calls requested before this ISO time (UTC)")
     p.add_argument(
         "--status",
         default=None,
@@ -74,7 +76,14 @@ def load_tools(spec: str) -> Any:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     store = store_from_args(args)
-    rows = tool_audit(store, conversation_id=args.conversation, tool=args.tool, status=args.status)
+    rows = tool_audit(
+        store,
+        conversation_id=args.conversation,
+        tool=args.tool,
+        status=args.status,
+        since=args.since,
+        until=args.until,
+    )
     if args.json:
         print_json([r.as_dict() for r in rows])
         return 0

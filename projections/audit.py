@@ -112,11 +112,15 @@ def tool_audit(
     conversation_id: str | None = None,
     tool: str | None = None,
     status: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
 ) -> list[AuditRow]:
     """The audit rows of this store's tenant, oldest call first, optionally filtered.
 
     With ``conversation_id`` only that conversation's call streams are read;
-    otherwise the whole log is folded once, in global order.
+    otherwise the whole log is folded once, in global order. ``since`` and
+    ``until`` (ISO-8601 UTC, inclusive and exclusive) select calls by the time
+    they were requested.
     """
     rows: dict[str, AuditRow] = {}
     if conversation_id is not None:
@@ -139,4 +143,6 @@ def tool_audit(
         if (tool is None or r.tool == tool)
         and (status is None or r.status == status)
         and (conversation_id is None or r.conversation_id == conversation_id)
+        and (since is None or (r.requested_at or "") >= since)
+        and (until is None or (r.requested_at or "") < until)
     ]

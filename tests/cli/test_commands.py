@@ -192,3 +192,11 @@ def test_demo_counts_one_execution_per_call(tmp_path: Path) -> None:
     text = run(tmp_path / "demo.db", "demo").stdout
     for step in ("1. ", "2. ", "3. ", "4. ", "5. "):
         assert f"\n{step}" in text
+
+
+def test_audit_filters_by_time(db: Path) -> None:
+    """`audit --since/--until` select calls by when they were requested."""
+    [row] = as_json(run(db, "audit", "--json"))
+    assert as_json(run(db, "audit", "--since", row["requested_at"], "--json")) == [row]
+    assert as_json(run(db, "audit", "--until", row["requested_at"], "--json")) == []
+    assert as_json(run(db, "audit", "--since", "2999-01-01", "--json")) == []
