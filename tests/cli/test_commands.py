@@ -200,3 +200,32 @@ def test_audit_filters_by_time(db: Path) -> None:
     assert as_json(run(db, "audit", "--since", row["requested_at"], "--json")) == [row]
     assert as_json(run(db, "audit", "--until", row["requested_at"], "--json")) == []
     assert as_json(run(db, "audit", "--since", "2999-01-01", "--json")) == []
+
+
+def test_progress_bar_on_a_terminal(db: Path, tmp_path: Path) -> None:
+    """On a terminal, a long operation draws a progress bar on stderr."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "CHATLEDGER_URL"}
+    out = tmp_path / "x.jsonl"
+    done = subprocess.run(
+        [*CLI, "--db", f"sqlite:///{db}", "export", "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env=env,
+        timeout=60,
+    )
+    os.close(secondary)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(primary)
+    assert done.returncode == 0
+    assert b"exporting [" in drawn and b"2/2" in drawn
