@@ -36,8 +36,9 @@ TABLE = Table(
     },
     pk=("conversation_id", "version"),
     fts="content",
-    indexes=(("tenant",),),
 )
+# No index on tenant: every query starts from the full-text match and filters its few rows
+# by tenant, and the index cost ~0.25 µs per row on a rebuild.
 
 _APPENDED = MessageAppended.TYPE
 
