@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -14,15 +16,16 @@ from chatledger.projections import (
     Tables,
     conversation_index,
     default_projections,
+    projection_states,
     search,
 )
 from chatledger.projections.runner import decode_payloads, read_models
 from chatledger.projections.tables import Projection, Table
-from chatledger.store import Event, Executor, MessageAppended, Store
+from chatledger.store import Event, Executor, MessageAppended, Store, open_store
 from chatledger.store.fork import fork
 from chatledger.store.responses import record_response
 
-from .conftest import fill
+from .conftest import fill, worker
 from .test_runner import dump
 
 
@@ -106,6 +109,32 @@ def test_decoded_payloads_equal_the_events_payloads(store: Store) -> None:
         else:
             assert payload is None
     assert any(p and (p.get("meta") or {}).get("big") == 2**70 for p in payloads)
+
+
+def test_search_rebuild_killed_mid_way_resumes_to_a_full_index(db_url: str) -> None:
+    """kill -9 during a search rebuild leaves it resumable: the next search finds every message once."""
+    store = open_store(db_url)
+    fill(store, conversations=20, messages=9)
+    ProjectionRunner(store, [MessageSearch()]).catch_up()
+    proc = worker("rebuild-search", db_url, "15", "0.05")
+    try:
+        deadline = time.monotonic() + 20
+        events = 200  # the rebuild starts from zero, then climbs back
+        while not 30 <= events < 200 and time.monotonic() < deadline:
+            events = next((s.events for s in projection_states(store) if s.name == "search"), 0)
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [state] = [s for s in projection_states(store) if s.name == "search"]
+    assert 0 < state.events < 200  # killed part-way through the rebuild
+    hits = search(store, "refund policy", limit=500)
+    assert len(hits) == 20 * 9 == len({(h.conversation_id, h.version) for h in hits})
+    store.append("c3", [{"role": "user", "content": "a kumquat refund"}])
+    assert [h.conversation_id for h in search(store, "kumquat")] == ["c3"]
+    store.close()
 
 
 class Crash(Exception):

@@ -3,6 +3,7 @@
 ``python -m tests.projections.worker COMMAND URL [ARGS]``:
 
 * ``run URL BATCH`` - catch the counting projection up, print the events this process applied;
+* ``rebuild-search URL BATCH DELAY`` - rebuild the search projection, sleeping DELAY s after each batch;
 * ``follow URL NAME OUT`` - run a durable subscription forever, writing each event's position to OUT.
 """
 
@@ -13,7 +14,7 @@ import threading
 import time
 from typing import ClassVar
 
-from chatledger.projections import ProjectionRunner, Table, Tables
+from chatledger.projections import MessageSearch, ProjectionRunner, Table, Tables
 from chatledger.store import Event, open_store
 
 COUNTS = Table("test_counts", {"conversation_id": "str", "events": "int"}, pk=("conversation_id",))
@@ -48,6 +49,11 @@ def main(argv: list[str]) -> int:
         projection = Counting()
         projection.delay = float(argv[3]) if len(argv) > 3 else 0.0
         print(ProjectionRunner(store, [projection], batch_size=int(argv[2])).catch_up(), flush=True)
+        return 0
+    if command == "rebuild-search":
+        delay = float(argv[3])
+        runner = ProjectionRunner(store, [MessageSearch()], batch_size=int(argv[2]))
+        print(runner.rebuild(progress=lambda done: time.sleep(delay)), flush=True)
         return 0
     if command == "follow":
         out = open(argv[3], "a", encoding="utf-8")  # noqa: SIM115
