@@ -4,8 +4,10 @@ Run: python bench/postgres.py [--url postgresql://postgres@127.0.0.1:5432/test] 
 
 For 1 and 8 concurrent writer processes, each appending one message at a time
 to its own conversation, it measures in one run, on the same server:
-- chatledger: ``Store.append`` (validation, idempotency-key lookup, head row lock,
-  hash chain, insert, head update, commit: one durable transaction per event);
+- chatledger: ``Store.append`` (message validation, hash chain, and one durable
+  autocommit statement that moves the head only if it is the one hashed against,
+  inserts the event and lets the unique (stream_id, key) index refuse a stored id;
+  see docs/postgres.md, "Lone appends");
 - raw psycopg: one autocommit ``INSERT`` per event of the same row into a copy
   of the events table (same columns, defaults, keys and indexes), with none of
   the checks: no head lock, no idempotency lookup, no hash chain.

@@ -335,21 +335,20 @@ def _append_sql(rows: int) -> LiteralString:
 
     The head update matches only the guessed version and hash; it also locks the head and
     hands the insert its conversation and tenant, so a stale guess inserts nothing and
-    returns NULL. A stored key fails the statement on the unique index: nothing is written.
+    returns no row. A stored key fails the statement on the unique index: nothing is written.
     """
     sql = _APPEND_SQL.get(rows)
     if sql is None:
         values = ",".join(["(%s::bigint,%s,%s,%s::integer,%s,%s,%s)"] * rows)
         sql = _APPEND_SQL[rows] = (
             "WITH head AS (UPDATE streams SET version = %s, head_hash = %s, updated_at = %s "
-            "WHERE stream_id = %s AND version = %s AND head_hash = %s RETURNING conversation_id, tenant), "
-            "inserted AS (INSERT INTO events (stream_id, version, conversation_id, tenant, event_id, type, "
+            "WHERE stream_id = %s AND version = %s AND head_hash = %s RETURNING conversation_id, tenant) "
+            "INSERT INTO events (stream_id, version, conversation_id, tenant, event_id, type, "
             "schema_version, key, recorded_at, payload, hash) "
             "SELECT %s, r.version, head.conversation_id, head.tenant, r.event_id, r.type, r.schema_version, "
             "r.key, %s, r.payload, r.hash FROM head CROSS JOIN "
             f"(VALUES {values}) AS r(version, event_id, type, schema_version, key, payload, hash) "
-            "RETURNING position, version) "
-            "SELECT array_agg(position ORDER BY version) FROM inserted"
+            "RETURNING position"
         )
     return sql
 
@@ -631,8 +630,9 @@ class PostgresRecorder:
             conn = self._getconn()
             pid, held = conn.info.backend_pid, True
             try:
-                row = conn.execute(sql, params).fetchone()
-                return None if row is None or row[0] is None else [int(p) for p in row[0]]
+                rows = conn.execute(sql, params).fetchall()
+                # No row: the head had moved. Positions are drawn in row order, so sorted = in order.
+                return sorted(row[0] for row in rows) if rows else None
             except psycopg.Error as exc:
                 if not _dead(exc, conn):
                     _raise(exc, "appending")

@@ -62,6 +62,22 @@ def test_a_retried_message_id_returns_the_stored_event(two: tuple[Store, Store])
     assert a.verify(conv).ok
 
 
+def test_a_batch_lands_in_order_and_a_partly_stored_batch_adds_only_the_new(two: tuple[Store, Store]) -> None:
+    """A three-message batch on a cached head gets consecutive versions and positions in log order;
+    re-sending it with one new message stores only that one and returns the stored three."""
+    a, _ = two
+    conv = a.start_conversation()
+    batch = a.append(conv, [_msg("x"), _msg("y"), _msg("z")], message_ids=["x", "y", "z"])
+    assert [e.version for e in batch] == [2, 3, 4]
+    assert [e.position for e in batch] == sorted(e.position for e in batch)
+    assert [e.event_id for e in a.read_all()][-3:] == [e.event_id for e in batch]
+    again = a.append(conv, [_msg("x"), _msg("y"), _msg("z"), _msg("w")], message_ids=["x", "y", "z", "w"])
+    assert [e.event_id for e in again[:3]] == [e.event_id for e in batch]
+    assert again[3].version == 5
+    assert [m["content"] for m in a.messages(conv)] == ["x", "y", "z", "w"]
+    assert a.verify(conv).ok
+
+
 def test_expected_version_is_decided_on_the_current_head(two: tuple[Store, Store]) -> None:
     """A store whose cached head is stale still accepts the current expected_version and refuses
     a stale one with ConcurrencyError naming the real version."""
