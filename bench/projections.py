@@ -18,6 +18,13 @@ its own. Phases:
   each batch with its tracking row.
 
 Targets: rebuild all >= 25% of the raw select rate; peak RSS < 300 MB.
+
+Where a rebuild's time goes (SQLite, 1M events, CPU per event, measured by timing each
+step of the runner): reading the log 3.2 µs (fetching 1.8, building ``Record`` objects
+1.4), FTS5 indexing once at the end 1.8, inserting the read-model rows 1.7, WAL commits
+0.8, dropping the previous tables 0.7, decoding payloads (orjson) 0.6, the search and
+index folds 0.6 each; the raw select costs 2.3-2.7 µs per event. The machine is shared:
+ratios from one run move by several points between runs.
 """
 
 from __future__ import annotations

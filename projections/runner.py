@@ -15,6 +15,13 @@ a ``.views.db`` file beside a SQLite log (see :mod:`chatledger.projections.sqlit
 for why), the same database on PostgreSQL, dicts for the in-memory backend.
 A projection whose ``version`` changed, or that is new on an existing log, starts
 from zero and catches up on its first run.
+
+Projections standing at the same position share one read of the log per batch.
+Those offering ``apply_batch`` (the built-in ones, see
+:class:`~chatledger.projections.tables.BatchFold`) get the batch's JSON payloads,
+decoded once for all of them and only for the types they name; the others get
+validated events through ``apply``. When a catch-up ends, the backend settles
+what a bulk load deferred (the FTS5 index on SQLite, the GIN index on PostgreSQL).
 """
 
 from __future__ import annotations
