@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chatledger.store.log import now_iso
+from chatledger.store.writer import now_iso
 
 from .tables import Batch, Row, Table
 

@@ -34,9 +34,10 @@ from .events import (
 )
 from .executor import Executor, ToolOutcome, current_idempotency_key, run_worker, tool_result_message_id
 from .fork import fork
-from .log import ConversationInfo, Draft, Store, Writer
+from .log import ConversationInfo, Store
 from .tools import ToolRegistry, tool
 from .url import open_store
+from .writer import Draft, Writer
 
 __all__ = [
     "BackendUnavailable",

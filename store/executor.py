@@ -47,10 +47,11 @@ from .ledger import (
     result_message,
     tool_result_message_id,
 )
-from .log import Draft, Store, check_id
+from .log import Store
 from .messages import pending_tool_calls, validate_message
 from .recorder import CALL_SEPARATOR, call_stream_id
 from .tools import Tool, ToolRegistry, as_registry, render_result
+from .writer import Draft, check_id
 
 __all__ = [
     "Executor",

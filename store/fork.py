@@ -23,8 +23,9 @@ from .events import (
     ToolCallSucceeded,
 )
 from .ledger import OUTCOME_KEY
-from .log import Draft, Store, check_id
+from .log import Store
 from .recorder import call_stream_id
+from .writer import Draft, check_id
 
 __all__ = ["fork"]
 

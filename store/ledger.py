@@ -41,8 +41,9 @@ from .events import (
     ToolCallSucceeded,
     register_event,
 )
-from .log import Draft, Store, Writer
+from .log import Store
 from .recorder import call_stream_id
+from .writer import Draft, Writer
 
 __all__ = [
     "CLAIMABLE_STATUSES",

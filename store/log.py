@@ -12,21 +12,18 @@ size limits and the hash chain.
 from __future__ import annotations
 
 import json
-import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .chain import GENESIS, event_hash
-from .errors import ConcurrencyError, ConflictError, NotFoundError, PendingToolCallsError, ValidationError
+from .errors import ConflictError, NotFoundError, PendingToolCallsError, ValidationError
 from .events import ConversationStarted, Event, MessageAppended, event_class
 from .messages import pending_tool_calls, validate_message
-from .recorder import CALL_SEPARATOR, NewRecord, Record, Recorder, StreamHead, WriteTransaction
+from .recorder import Record, Recorder, StreamHead, WriteTransaction
 from .redact import Redactor
 from .verify import Progress, VerifyReport, verify
+from .writer import FORBIDDEN_IN_IDS, UNCHANGED, Draft, Writer, check_id, new_id, now_iso
 
 if TYPE_CHECKING:
     from .subscriptions import Subscription
@@ -44,8 +41,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
-MAX_ID_LENGTH = 512
-_UNCHANGED: Any = object()
 
 
 class PayloadCodec(Protocol):
@@ -71,16 +66,6 @@ class _PlainCodec:
 
 
 @dataclass(frozen=True)
-class Draft:
-    """An event to append: its class, its payload and an optional idempotency key."""
-
-    cls: type[Event]
-    payload: dict[str, Any]
-    key: str | None = None
-    label: str | None = None
-
-
-@dataclass(frozen=True)
 class ConversationInfo:
     """One conversation as listed: its id, tenant, version, times and metadata."""
 
@@ -90,215 +75,6 @@ class ConversationInfo:
     created_at: str
     updated_at: str
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def now_iso() -> str:
-    """The current UTC time in the form every event stores."""
-    return datetime.now(UTC).isoformat()
-
-
-_FORBIDDEN_IN_IDS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
-
-
-def new_id() -> str:
-    """A fresh random id (128 bits, hex)."""
-    return os.urandom(16).hex()
-
-
-def check_id(value: Any, what: str) -> str:
-    """Validate an id: a non-empty string of at most 512 characters with no control characters."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError(what, "must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise ValidationError(what, f"is {len(value)} characters, more than {MAX_ID_LENGTH}")
-    bad = _FORBIDDEN_IN_IDS.search(value)
-    if bad is not None:
-        raise ValidationError(what, f"contains the control or surrogate character {bad.group()!r}")
-    return value
-
-
-class Writer:
-    """The appends of one atomic transaction, possibly across several streams."""
-
-    def __init__(self, store: Store, tx: WriteTransaction) -> None:
-        self._store = store
-        self._tx = tx
-        self._heads: dict[str, StreamHead] = {}
-
-    def head(self, stream_id: str) -> StreamHead | None:
-        """A stream's head as of this transaction (locked), scoped to the store's tenant."""
-        head = self._heads.get(stream_id)
-        if head is None:
-            head = self._tx.head(stream_id)
-            if head is None:
-                return None
-            if head.tenant != self._store.tenant:
-                return None
-            self._heads[stream_id] = head
-        return head
-
-    def create_stream(
-        self,
-        stream_id: str,
-        conversation_id: str,
-        kind: str,
-        *,
-        status: str | None = None,
-        metadata: str | None = None,
-    ) -> StreamHead:
-        """Create an empty stream owned by this store's tenant.
-
-        Raises:
-            NotFoundError: the stream belongs to another tenant's conversation.
-        """
-        if stream_id != conversation_id:
-            owner = self._tx.head(conversation_id)
-            if owner is not None and owner.tenant != self._store.tenant:
-                raise NotFoundError(f"conversation {conversation_id!r} does not exist")
-        now = now_iso()
-        head = StreamHead(
-            stream_id,
-            conversation_id,
-            self._store.tenant,
-            kind,
-            0,
-            GENESIS,
-            now,
-            now,
-            status,
-            None,
-            metadata,
-        )
-        self._tx.create_stream(head)
-        self._heads[stream_id] = head
-        return head
-
-    def append(
-        self,
-        stream_id: str,
-        drafts: Sequence[Draft],
-        *,
-        expected_version: int | None = None,
-        status: Any = _UNCHANGED,
-        lease_until: Any = _UNCHANGED,
-    ) -> list[Event]:
-        """Append events to an existing stream; return the stored events, in order.
-
-        A draft whose key is already in the stream with equal payload is not
-        appended again: the stored event is returned in its place. An equal key
-        with a different payload raises ConflictError. When every draft is such
-        a duplicate the call is a pure no-op and ``expected_version`` is not
-        checked, so that a retried append succeeds.
-
-        Raises:
-            NotFoundError: the stream does not exist for this tenant.
-            ConcurrencyError: ``expected_version`` is not the stream's version.
-            ConflictError: a key is reused with different content.
-            ValidationError: a payload cannot be stored (too large, not JSON, bad unicode).
-        """
-        store = self._store
-        head = self.head(stream_id)
-        if head is None:
-            raise NotFoundError(f"conversation {_conversation_of(stream_id)!r} does not exist")
-        encoded = [store._encode_payload(head.conversation_id, d) for d in drafts]
-        keys = [d.key for d in drafts if d.key is not None]
-        if len(set(keys)) != len(keys):
-            raise ConflictError(f"the same id appears twice in one batch for {head.conversation_id!r}")
-        existing = self._tx.records_by_keys(stream_id, keys) if keys else {}
-        results: list[Event | None] = [None] * len(drafts)
-        fresh: list[int] = []
-        for i, draft in enumerate(drafts):
-            old = existing.get(draft.key) if draft.key is not None else None
-            if old is None:
-                fresh.append(i)
-                continue
-            if old.type != draft.cls.TYPE or store._payload_of(old) != json.loads(encoded[i][0]):
-                raise ConflictError(
-                    f"id {draft.key!r} in conversation {head.conversation_id!r} was already used "
-                    "for different content"
-                )
-            results[i] = store.decode(old)
-        if not fresh:
-            return [r for r in results if r is not None]
-        if expected_version is not None and expected_version != head.version:
-            raise ConcurrencyError(head.conversation_id, expected_version, head.version)
-        version, prev = head.version, head.head_hash
-        recorded_at = now_iso()
-        new_records = []
-        for i in fresh:
-            draft, (_, stored) = drafts[i], encoded[i]
-            version += 1
-            event_id = new_id()
-            digest = event_hash(
-                prev,
-                stream_id=stream_id,
-                version=version,
-                event_id=event_id,
-                type_name=draft.cls.TYPE,
-                schema_version=draft.cls.SCHEMA_VERSION,
-                key=draft.key,
-                recorded_at=recorded_at,
-                tenant=head.tenant,
-                payload=stored,
-                signing_key=store.signing_key,
-            )
-            new_records.append(
-                NewRecord(
-                    stream_id,
-                    version,
-                    head.conversation_id,
-                    head.tenant,
-                    event_id,
-                    draft.cls.TYPE,
-                    draft.cls.SCHEMA_VERSION,
-                    draft.key,
-                    recorded_at,
-                    stored,
-                    digest,
-                )
-            )
-            prev = digest
-        positions = self._tx.insert(new_records)
-        new_status = head.status if status is _UNCHANGED else status
-        new_lease = head.lease_until if lease_until is _UNCHANGED else lease_until
-        self._tx.update_head(stream_id, version, prev, recorded_at, new_status, new_lease)
-        self._heads[stream_id] = StreamHead(
-            head.stream_id,
-            head.conversation_id,
-            head.tenant,
-            head.kind,
-            version,
-            prev,
-            head.created_at,
-            recorded_at,
-            new_status,
-            new_lease,
-            head.metadata,
-        )
-        at = datetime.fromisoformat(recorded_at)
-        for i, rec, pos in zip(fresh, new_records, positions, strict=True):
-            envelope: dict[str, Any] = {
-                "event_id": rec.event_id,
-                "conversation_id": rec.conversation_id,
-                "stream_id": rec.stream_id,
-                "version": rec.version,
-                "position": pos,
-                "recorded_at": at,
-                "tenant": rec.tenant,
-            }
-            payload = json.loads(encoded[i][0])
-            if drafts[i].cls is MessageAppended:
-                # The hot path: the payload was validated and serialized above, and a message
-                # event holds only JSON values, so it is built without validating it again.
-                payload.setdefault("meta", None)
-                results[i] = MessageAppended.model_construct(**envelope, **payload)
-            else:
-                results[i] = drafts[i].cls.model_validate({**envelope, **payload})
-        return [r for r in results if r is not None]
-
-
-def _conversation_of(stream_id: str) -> str:
-    return stream_id.split(CALL_SEPARATOR, 1)[0]
 
 
 class Store:
@@ -520,7 +296,7 @@ class Store:
     # -- reading ------------------------------------------------------------------------------
 
     def _head(self, conversation_id: str) -> StreamHead:
-        valid = isinstance(conversation_id, str) and _FORBIDDEN_IN_IDS.search(conversation_id) is None
+        valid = isinstance(conversation_id, str) and FORBIDDEN_IN_IDS.search(conversation_id) is None
         head = self.recorder.get_head(conversation_id) if valid else None
         if head is None or head.tenant != self.tenant or head.kind != "conversation":
             raise NotFoundError(f"conversation {conversation_id!r} does not exist")
@@ -555,7 +331,7 @@ class Store:
             if since is not None and head.updated_at < since:
                 continue
             info = _info(head)
-            if metadata and any(info.metadata.get(k, _UNCHANGED) != v for k, v in metadata.items()):
+            if metadata and any(info.metadata.get(k, UNCHANGED) != v for k, v in metadata.items()):
                 continue
             out.append(info)
             if limit is not None and len(out) >= limit:

@@ -24,8 +24,9 @@ from typing import Any
 
 from .errors import ConcurrencyError, ConflictError, NotFoundError, ValidationError
 from .events import ModelResponseRecorded
-from .log import Draft, Store, check_id
+from .log import Store
 from .recorder import side_stream_id
+from .writer import Draft, check_id
 
 __all__ = ["MODEL_STREAM", "record_response", "recorded_response", "recorded_responses"]
 

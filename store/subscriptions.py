@@ -123,7 +123,7 @@ class _Tracking(Protocol):
 
 
 def _now_iso() -> str:
-    from .log import now_iso
+    from .writer import now_iso
 
     return now_iso()
 
@@ -368,7 +368,7 @@ class Subscription:
         poll_interval: float = 0.25,
         worker_id: str | None = None,
     ) -> None:
-        from .log import check_id
+        from .writer import check_id
 
         self.store = store
         self.name = check_id(name, "name")

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ValidationError
-from .log import check_id
+from .writer import check_id
 
 __all__ = ["Tool", "ToolRegistry", "as_registry", "render_result", "tool"]
 
