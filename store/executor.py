@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import json
 import os
 import random
 import socket
@@ -646,7 +647,7 @@ class Executor:
         if state is None or not state.final:
             expected = None if state is None else {"tool_call_id": call_id, "status": state.status}
             raise ReplayDivergence(conv, position, expected, actual)
-        if (state.name, state.arguments) != (name, arguments):
+        if not same_call(state.name, state.arguments, name, arguments):
             expected = {"tool_call_id": call_id, "name": state.name, "arguments": state.arguments}
             raise ReplayDivergence(conv, position, expected, actual)
         first = self.store.stream_events(state.stream_id, 0, 1)[0]
@@ -697,8 +698,24 @@ class Executor:
         return out
 
 
+def same_call(name: str, arguments: str, other_name: str, other_arguments: str) -> bool:
+    """Whether two requests are the same call: same tool, and arguments equal as text or as JSON.
+
+    Adapters may re-serialize the arguments a model produced (AutoGen parses them, then
+    dumps them with sorted keys), so ``{"a": 1, "b": 2}`` and ``{"b":2,"a":1}`` are one call.
+    """
+    if name != other_name:
+        return False
+    if arguments == other_arguments:
+        return True
+    try:
+        return bool(json.loads(arguments) == json.loads(other_arguments))
+    except (ValueError, TypeError):
+        return False
+
+
 def _check_same(conv: str, name: str, arguments: str, call_id: str, new_name: str, new_arguments: str) -> None:
-    if (name, arguments) != (new_name, new_arguments):
+    if not same_call(name, arguments, new_name, new_arguments):
         raise ConflictError(
             f"tool call {call_id!r} in conversation {conv!r} was recorded as {name}({arguments}), "
             f"not {new_name}({new_arguments})"

@@ -538,3 +538,23 @@ def test_threads_racing_on_a_new_call_run_it_once(make_store: Callable[..., Stor
     assert all(r == results[0] for r in results) and len(results) == len(stores)
     assert len(counter.runs) == 2
     assert_model_ready(stores[0].history(conv))
+
+
+def test_reserialized_arguments_are_the_same_call(store: Store) -> None:
+    """The same call with its JSON arguments re-serialized (key order, spacing) gets the recorded outcome."""
+    runs: list[str] = []
+
+    def clock(city: str, tz: str) -> str:
+        runs.append(city)
+        return f"noon in {city}"
+
+    conv = store.start_conversation()
+    store.append(conv, [{"role": "user", "content": "time?"}])
+    executor = Executor(store, [clock])
+    first = executor.execute_call(conv, "c1", "clock", '{"city": "Paris", "tz": "CET"}')
+    again = executor.execute_call(conv, "c1", "clock", '{"tz":"CET","city":"Paris"}')
+    assert runs == ["Paris"] and again.content == first.content and again.from_record
+    replayed = Executor(store, [clock], replay=True).execute_call(conv, "c1", "clock", '{"tz": "CET", "city": "Paris"}')
+    assert replayed.content == "noon in Paris"
+    with pytest.raises(ConflictError):
+        executor.execute_call(conv, "c1", "clock", '{"city": "Rome", "tz": "CET"}')
