@@ -181,7 +181,7 @@ def test_progress_bar_only_on_a_terminal(db: Path, tmp_path: Path) -> None:
 
 
 def test_demo_counts_one_execution_per_call(tmp_path: Path) -> None:
-    """`demo` runs offline end to end: one execution per distinct call, replay runs nothing, verify passes."""
+    """`demo` runs offline end to end: one execution per call, replay runs nothing, `replay` agrees."""
     summary = as_json(run(tmp_path / "demo.db", "demo", "--json"))
     assert summary["tools"] == {
         "book_table": {"distinct_calls": 2, "executions": 2},
@@ -189,6 +189,8 @@ def test_demo_counts_one_execution_per_call(tmp_path: Path) -> None:
     }
     assert summary["replay"] == {"model_calls": 0, "tool_runs": 0, "identical": True}
     assert summary["verified"] is True
+    replayed = as_json(run(tmp_path / "demo.db", "replay", summary["conversation"], "--json"))
+    assert replayed["tool_results_from_record"] == 6 and replayed["tools_run"] == 0
     text = run(tmp_path / "demo.db", "demo").stdout
     for step in ("1. ", "2. ", "3. ", "4. ", "5. "):
         assert f"\n{step}" in text
