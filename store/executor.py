@@ -185,8 +185,9 @@ class _Renewer:
         while True:
             with self._cond:
                 if not self._due:
-                    self._cond.wait(60)
-                    if not self._due:
+                    # Exit only after a minute with nothing held; a wake-up whose claim was
+                    # already released again (a fast tool) keeps the thread for the next one.
+                    if not self._cond.wait(60) and not self._due:
                         self._thread = None
                         return
                     continue
