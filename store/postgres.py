@@ -194,19 +194,7 @@ class _Tx:
         rows = self._run(
             f"INSERT INTO streams ({_HEAD_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
             "ON CONFLICT (stream_id) DO NOTHING RETURNING pg_current_xact_id()::text",
-            (
-                head.stream_id,
-                head.conversation_id,
-                head.tenant,
-                head.kind,
-                head.version,
-                head.head_hash,
-                head.created_at,
-                head.updated_at,
-                head.status,
-                head.lease_until,
-                head.metadata,
-            ),
+            head.as_row(),
             "creating a stream",
         )
         if not rows:

@@ -60,6 +60,10 @@ class StreamHead:
     lease_until: float | None = None
     metadata: str | None = None
 
+    def as_row(self) -> tuple[object, ...]:
+        """The values in column order (the backends' ``streams`` columns follow the fields)."""
+        return tuple(getattr(self, name) for name in self.__slots__)
+
 
 @dataclass(frozen=True, slots=True)
 class NewRecord:
@@ -76,6 +80,10 @@ class NewRecord:
     recorded_at: str
     payload: str
     hash: str
+
+    def as_row(self) -> tuple[object, ...]:
+        """The values in column order (the backends' ``events`` columns, less ``position``)."""
+        return tuple(getattr(self, name) for name in self.__slots__)
 
 
 @dataclass(frozen=True, slots=True)

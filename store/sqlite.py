@@ -93,22 +93,7 @@ class _Tx:
 
     def create_stream(self, head: StreamHead) -> None:
         try:
-            self._conn.execute(
-                f"INSERT INTO streams ({_HEAD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    head.stream_id,
-                    head.conversation_id,
-                    head.tenant,
-                    head.kind,
-                    head.version,
-                    head.head_hash,
-                    head.created_at,
-                    head.updated_at,
-                    head.status,
-                    head.lease_until,
-                    head.metadata,
-                ),
-            )
+            self._conn.execute(f"INSERT INTO streams ({_HEAD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", head.as_row())
         except sqlite3.IntegrityError:
             raise ConflictError(f"stream {head.stream_id!r} exists already") from None
 
@@ -135,22 +120,7 @@ class _Tx:
             "schema_version, key, recorded_at, payload, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
         )
         for r in records:
-            cur = self._conn.execute(
-                sql,
-                (
-                    r.stream_id,
-                    r.version,
-                    r.conversation_id,
-                    r.tenant,
-                    r.event_id,
-                    r.type,
-                    r.schema_version,
-                    r.key,
-                    r.recorded_at,
-                    r.payload,
-                    r.hash,
-                ),
-            )
+            cur = self._conn.execute(sql, r.as_row())
             positions.append(int(cur.lastrowid or 0))
         return positions
 
