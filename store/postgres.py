@@ -695,7 +695,7 @@ class PostgresRecorder:
             (stream_id, after, limit),
             "reading a stream",
         )
-        return [Record(*row) for row in rows]
+        return list(map(Record._make, rows))
 
     def read_payloads(self, stream_id: str, type_name: str, upto: int | None = None) -> list[str]:
         rows = self._query(
@@ -718,7 +718,7 @@ class PostgresRecorder:
                 f"SELECT {_RECORD_COLUMNS} FROM events WHERE tenant = %(tenant)s AND tx_id < {_HORIZON} "
                 f"AND (tx_id, position) > {_CURSOR} ORDER BY tx_id, position LIMIT %(limit)s"
             )
-        return [Record(*row) for row in self._query(sql, params, "reading the global log")]
+        return list(map(Record._make, self._query(sql, params, "reading the global log")))
 
     def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
         while True:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "CALL_SEPARATOR",
@@ -86,9 +86,12 @@ class NewRecord:
         return tuple(getattr(self, name) for name in self.__slots__)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A stored event row, as read back from a backend."""
+class Record(NamedTuple):
+    """A stored event row, as read back from a backend.
+
+    A named tuple rather than a dataclass: every read of the log builds one per
+    event, and a tuple is about five times cheaper to build (0.24 µs against 1.1 µs).
+    """
 
     position: int
     stream_id: str

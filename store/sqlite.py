@@ -228,7 +228,7 @@ class SQLiteRecorder:
             "ORDER BY version LIMIT ?",
             (stream_id, after, -1 if limit is None else limit),
         )
-        return [Record(*row) for row in rows]
+        return list(map(Record._make, rows))
 
     def read_payloads(self, stream_id: str, type_name: str, upto: int | None = None) -> list[str]:
         rows = self._query(
@@ -249,7 +249,7 @@ class SQLiteRecorder:
                 "ORDER BY position LIMIT ?",
                 (after, tenant, -1 if limit is None else limit),
             )
-        return [Record(*row) for row in rows]
+        return list(map(Record._make, rows))
 
     def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
         while True:
