@@ -433,6 +433,58 @@ class Executor:
             ok, text, ms = self._invoke(step)
         return self._finish(step, ok, text, ms, True)
 
+    def work_through(self, calls: Sequence[tuple[str, str]], stop: Callable[[], bool] = lambda: False) -> int:
+        """Advance each ``(conversation_id, tool_call_id)`` in turn; return how many outcomes it recorded.
+
+        Like :meth:`work_on` for each call, except that while a call runs the next
+        claimable one is read, and its claim is committed together with the running
+        call's outcome (one commit per call instead of two).
+        """
+        finished = 0
+        queue = list(calls)
+        ready: _Run | None = None
+        while queue or ready is not None:
+            if ready is None:
+                conv, call_id = queue.pop(0)
+                state = load_call(self.store, conv, call_id)
+                if state is None or state.final or self.replay:
+                    continue
+                step = self._advance(state, time.time(), True)
+                if isinstance(step, ToolOutcome):
+                    finished += 1
+                if not isinstance(step, _Run):
+                    continue
+                ready = step
+            run, ready = ready, None
+            then = None if stop() else self._next_claimable(queue)
+            with self._renewer.holding(run.claim):
+                ok, text, ms = self._invoke(run)
+            outcome, ready = self._finish_and_claim(run, ok, text, ms, True, then)
+            finished += outcome is not None
+        return finished
+
+    def _next_claimable(self, queue: list[tuple[str, str]]) -> _Run | None:
+        """Pop the queue up to the next call this worker may simply claim (its claim not taken yet).
+
+        Calls that need another move (an expired lease to mark, a refusal, a retry not due)
+        stay at the head of the queue for :meth:`work_through` to handle on its own.
+        """
+        while queue:
+            state = load_call(self.store, *queue[0])
+            if state is None or state.final:
+                queue.pop(0)
+                continue
+            if state.status != "requested":
+                return None
+            tool = self.registry.get(state.name)
+            kwargs = self._problem(tool, state)
+            if tool is None or isinstance(kwargs, str):
+                return None
+            queue.pop(0)
+            placeholder = Claim(state.conversation_id, state.tool_call_id, state.name, "", 0, 0, 0, 0.0, "")
+            return _Run(state, placeholder, tool, kwargs)
+        return None
+
     # -- the steps ----------------------------------------------------------------------------
 
     def _step(
@@ -591,6 +643,24 @@ class Executor:
 
     def _finish(self, run: _Run, ok: bool, text: str, ms: float, append_result: bool) -> ToolOutcome | None:
         """Record a run's outcome under its fencing token; None when a retry follows or the lease was lost."""
+        return self._finish_and_claim(run, ok, text, ms, append_result, None)[0]
+
+    def _finish_and_claim(
+        self,
+        run: _Run,
+        ok: bool,
+        text: str,
+        ms: float,
+        append_result: bool,
+        then: _Run | None,
+    ) -> tuple[ToolOutcome | None, _Run | None]:
+        """Record a run's outcome and, in the same commit, claim the next call ``then`` was read for.
+
+        A worker draining a queue thus pays one durable commit per call instead of two: the
+        next call's claim is durable before its tool runs, exactly as a claim of its own
+        would be. ``then`` holds the next call's state and tool (its claim is not taken
+        yet); the returned run is None when another worker claimed that call first.
+        """
         claim = run.claim
         base = {"tool_call_id": claim.tool_call_id, "worker_id": claim.worker_id, "attempt": claim.attempt}
         status, lease_until = "succeeded", None
@@ -604,6 +674,7 @@ class Executor:
             lease_until = time.time() + self.backoff_seconds * 2 ** (claim.attempt - 1)
             payload = {**base, "error": text, "final": False, "duration_ms": ms}
             draft = Draft(ToolCallFailed, payload, key=f"failed:{claim.attempt}")
+        following: _Run | None = None
         try:
             with self.store.transaction() as w:
                 record_outcome(
@@ -616,11 +687,17 @@ class Executor:
                     append_result=append_result,
                     lease_until=lease_until,
                 )
+                if then is not None:
+                    taken = claim_call(
+                        self.store, then.state, self.worker_id, self.lease_seconds, time.time(), writer=w
+                    )
+                    if taken is not None:
+                        following = _Run(then.state, taken, then.tool, then.kwargs)
         except LeaseLost:
-            return None
+            return None, None
         if status == "retry":
-            return None
-        return ToolOutcome(claim.tool_call_id, claim.name, status, content, status != "succeeded", False)
+            return None, following
+        return ToolOutcome(claim.tool_call_id, claim.name, status, content, status != "succeeded", False), following
 
     # -- recorded outcomes, replay, closing ---------------------------------------------------
 
@@ -782,10 +859,8 @@ def run_worker(
             continue
         # Workers listing the same heads start at different places, so they rarely collide.
         rng.shuffle(ready)
-        for head in ready:
-            if done():
-                break
-            if executor.work_on(head.conversation_id, _call_id_of(head.stream_id)) is not None:
-                finished += 1
+        if max_calls is not None:
+            ready = ready[: max_calls - finished]
+        finished += executor.work_through([(h.conversation_id, _call_id_of(h.stream_id)) for h in ready], done)
         idle_since = time.monotonic()
     return finished

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,7 +179,7 @@ class SQLiteRecorder:
                     check_same_thread=False,
                 )
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = self._wal(conn)
                 if self.path != ":memory:" and str(mode).lower() != "wal":
                     raise BackendUnavailable(f"could not switch {self.path} to WAL (journal_mode={mode})")
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -188,6 +189,25 @@ class SQLiteRecorder:
             with self._lock:
                 self._all.append(conn)
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> str:
+        """Switch the file to WAL (a no-op when it is already), waiting out a concurrent opener.
+
+        Two processes opening a new file at once both ask for WAL; the switch needs
+        an exclusive lock and SQLite reports "database is locked" at once instead of
+        calling the busy handler, so the switch is retried until the busy timeout.
+        """
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        if mode.lower() == "wal":
+            return mode
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     @property
     def connection(self) -> sqlite3.Connection:

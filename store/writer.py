@@ -17,11 +17,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from .chain import GENESIS, event_hash
 from .errors import ConcurrencyError, ConflictError, NotFoundError, ValidationError
-from .events import Event, MessageAppended
+from .events import Event
 from .recorder import CALL_SEPARATOR, NewRecord, StreamHead, WriteTransaction
 
 if TYPE_CHECKING:
@@ -236,15 +236,40 @@ class Writer:
                 "recorded_at": at,
                 "tenant": rec.tenant,
             }
-            payload = json.loads(encoded[i][0])
-            if drafts[i].cls is MessageAppended:
-                # The hot path: the payload was validated and serialized above, and a message
-                # event holds only JSON values, so it is built without validating it again.
-                payload.setdefault("meta", None)
-                results[i] = MessageAppended.model_construct(**envelope, **payload)
-            else:
-                results[i] = drafts[i].cls.model_validate({**envelope, **payload})
+            results[i] = _built(drafts[i].cls, envelope, json.loads(encoded[i][0]))
         return [r for r in results if r is not None]
+
+
+_DATETIME_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _built(cls: type[Event], envelope: dict[str, Any], payload: dict[str, Any]) -> Event:
+    """The event just written, built without validating again what was validated and stored.
+
+    Its payload went through the event's own checks and JSON on the way in; only
+    datetime fields need turning back from their ISO text. A payload that lacks a
+    field (an adapter's own event type, say) takes the validating path instead.
+    """
+    names = _DATETIME_FIELDS.get(cls)
+    if names is None:
+        names = _DATETIME_FIELDS[cls] = tuple(
+            name
+            for name, f in cls.model_fields.items()
+            if name != "recorded_at" and (f.annotation is datetime or datetime in get_args(f.annotation))
+        )
+    fields = cls.model_fields
+    for name, f in fields.items():
+        if name not in envelope and name not in payload:
+            if f.is_required():
+                return cls.model_validate({**envelope, **payload})
+            payload[name] = f.get_default(call_default_factory=True)
+    if len(envelope) + len(payload) != len(fields):
+        return cls.model_validate({**envelope, **payload})
+    for name in names:
+        value = payload.get(name)
+        if isinstance(value, str):
+            payload[name] = datetime.fromisoformat(value)
+    return cls.model_construct(**envelope, **payload)
 
 
 def _conversation_of(stream_id: str) -> str:

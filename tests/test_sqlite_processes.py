@@ -46,3 +46,31 @@ def test_processes_appending_to_one_file(tmp_path: Path) -> None:
     positions = [e.position for e in store.read_all()]
     assert positions == sorted(positions) and len(set(positions)) == 1 + 4 + 4 * 40 * 2
     store.close()
+
+
+def _open_and_append(url: str, start_at: float, n: int) -> None:
+    import time
+
+    time.sleep(max(0.0, start_at - time.time()))
+    store = open_store(url)
+    store.start_conversation(f"opener-{n}", messages=[{"role": "user", "content": str(n)}])
+    store.close()
+
+
+def test_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
+    """Several processes creating the same new database file at the same moment all open it and write."""
+    import time
+
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'fresh-{attempt}.db'}"
+        ctx = mp.get_context("spawn")
+        start_at = time.time() + 1.5
+        procs = [ctx.Process(target=_open_and_append, args=(url, start_at, n)) for n in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        store = open_store(url)
+        assert len(store.conversations()) == 6
+        store.close()

@@ -242,3 +242,30 @@ def test_racing_starts_with_exist_ok_all_succeed(make_store: Callable[..., Store
         t.join()
     assert not errors and results == ["shared-start"] * 4
     assert make_store().version("shared-start") == 1
+
+
+def test_events_returned_by_an_append_equal_the_stored_ones(store: Store) -> None:
+    """What an append returns is exactly what reading the events back gives, datetime fields included."""
+    from datetime import UTC, datetime
+
+    from chatledger.store import Draft, ToolCallClaimed
+    from chatledger.store.recorder import side_stream_id
+
+    conv = store.start_conversation(metadata={"k": "v"})
+    appended = store.append(conv, [USER], message_ids=["u1"], meta=[{"source": "user"}])
+    plain = store.append(conv, [ANSWER])
+    assert store.events(conv)[1:] == [*appended, *plain]
+    claim = {
+        "tool_call_id": "c1",
+        "worker_id": "w1",
+        "lease_expires_at": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC).isoformat(),
+        "fencing_token": 1,
+        "attempt": 1,
+        "idempotency_key": "k",
+    }
+    side = side_stream_id(conv, "test")
+    with store.transaction() as w:
+        w.create_stream(side, conv, "side")
+        returned = w.append(side, [Draft(ToolCallClaimed, claim, key="claim")])
+    assert returned == store.stream_events(side)
+    assert isinstance(returned[0], ToolCallClaimed) and returned[0].lease_expires_at.year == 2030
