@@ -230,11 +230,12 @@ class Store:
         for i, message in enumerate(messages):
             msg = validate_message(message, f"messages[{i}]")
             mid = message_ids[i] if message_ids is not None else None
-            mid = new_id() if mid is None else check_id(mid, f"message_ids[{i}]")
+            minted = mid is None
+            mid = new_id() if minted else check_id(mid, f"message_ids[{i}]")
             payload: dict[str, Any] = {"message_id": mid, "message": msg}
             if meta is not None and meta[i] is not None:
                 payload["meta"] = dict(meta[i] or {})
-            drafts.append(Draft(MessageAppended, payload, key=mid, label=f"messages[{i}]"))
+            drafts.append(Draft(MessageAppended, payload, key=mid, label=f"messages[{i}]", new_key=minted))
         return drafts
 
     # -- payload handling ---------------------------------------------------------------------

@@ -41,6 +41,8 @@ class Draft:
     payload: dict[str, Any]
     key: str | None = None
     label: str | None = None
+    new_key: bool = False
+    """The key was minted just now (a random id), so it cannot be stored yet: no lookup."""
 
 
 def now_iso() -> str:
@@ -155,7 +157,8 @@ class Writer:
         keys = [d.key for d in drafts if d.key is not None]
         if len(set(keys)) != len(keys):
             raise ConflictError(f"the same id appears twice in one batch for {head.conversation_id!r}")
-        existing = self._tx.records_by_keys(stream_id, keys) if keys else {}
+        lookup = [d.key for d in drafts if d.key is not None and not d.new_key]
+        existing = self._tx.records_by_keys(stream_id, lookup) if lookup else {}
         results: list[Event | None] = [None] * len(drafts)
         fresh: list[int] = []
         for i, draft in enumerate(drafts):
