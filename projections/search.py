@@ -26,17 +26,21 @@ __all__ = ["MessageSearch", "SearchHit", "search"]
 TABLE = Table(
     "message_search",
     {
+        "position": "int",
         "conversation_id": "str",
         "version": "int",
-        "position": "int",
         "tenant": "str",
         "role": "str",
         "name": "str",
         "content": "str",
     },
-    pk=("conversation_id", "version"),
+    pk=("position",),
     fts="content",
 )
+# Keyed by the event's log position: on SQLite that is the rowid (INTEGER PRIMARY KEY) and the
+# FTS5 index's ``content_rowid``, so a row is written to one b-tree, appended at its end, with
+# no text key index beside it (measured on a 1M-event rebuild: ~0.3 s less than the
+# (conversation_id, version) key, and ~0.1 s less to drop).
 # No index on tenant: every query starts from the full-text match and filters its few rows
 # by tenant, and the index cost ~0.25 µs per row on a rebuild.
 
@@ -47,7 +51,7 @@ class MessageSearch:
     """Folds each ``message.appended`` into one searchable ``message_search`` row."""
 
     name: ClassVar[str] = "search"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     tables: ClassVar[tuple[Table, ...]] = (TABLE,)
     types: ClassVar[frozenset[str] | None] = frozenset({_APPENDED})
     payload_types: ClassVar[frozenset[str]] = frozenset({_APPENDED})

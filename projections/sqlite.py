@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS projection_tracking (
 
 
 _TOKENIZE = "'porter unicode61 remove_diacritics 2'"
+_BULK_HASH = 64 * 1024 * 1024  # bytes of pending terms FTS5 may hold before writing a segment
+_DEFAULT_HASH = 1024 * 1024
 
 
 def _triggers(table: Table) -> list[str]:
@@ -78,6 +80,19 @@ def _triggers(table: Table) -> list[str]:
         f"CREATE TRIGGER IF NOT EXISTS {_q(table.name + '_ad')} AFTER DELETE ON {name} BEGIN {delete} END",
         f"CREATE TRIGGER IF NOT EXISTS {_q(table.name + '_au')} AFTER UPDATE ON {name} BEGIN {delete} {insert} END",
     ]
+
+
+def _content_rowid(table: Table) -> str:
+    """``content_rowid`` when the key is one integer column (then the rowid itself): the FTS5
+    index then points straight at the row, and the table needs no separate key index."""
+    if len(table.pk) == 1 and table.columns[table.pk[0]] == "int":
+        return f", content_rowid={_q(table.pk[0])}"
+    return ""
+
+
+def _rowid(table: Table) -> str:
+    """The column the FTS5 index's rowids refer to (see :func:`_content_rowid`)."""
+    return _q(table.pk[0]) if _content_rowid(table) else "rowid"
 
 
 def views_path(log_path: str) -> str:
@@ -209,7 +224,7 @@ class SQLiteReadModels:
                 # The index starts without its triggers (bulk mode): see settle().
                 db.conn.execute(
                     f"CREATE VIRTUAL TABLE IF NOT EXISTS {_q(table.name + '_fts')} USING FTS5 "
-                    f"({_q(table.fts)}, tokenize={_TOKENIZE}, content={_q(table.name)})"
+                    f"({_q(table.fts)}, tokenize={_TOKENIZE}, content={_q(table.name)}{_content_rowid(table)})"
                 )
 
     def settle(self, tables: Sequence[Table]) -> None:
@@ -229,7 +244,11 @@ class SQLiteReadModels:
                 if self._has_triggers(db, table):
                     continue
                 fts = _q(table.name + "_fts")
+                # A large pending-term buffer for the bulk build: fewer, bigger segments and less
+                # merging (measured: ~0.3 s of 1.7 on 1M rows); back to the default afterwards.
+                db.conn.execute(f"INSERT INTO {fts}({fts}, rank) VALUES('hashsize', {_BULK_HASH})")
                 db.conn.execute(f"INSERT INTO {fts}({fts}) VALUES('rebuild')")
+                db.conn.execute(f"INSERT INTO {fts}({fts}, rank) VALUES('hashsize', {_DEFAULT_HASH})")
                 for sql in _triggers(table):
                     db.conn.execute(sql)
 
@@ -312,7 +331,7 @@ class SQLiteReadModels:
         clause = "".join(f' AND t."{c}" = ?' for c in where)
         sql = (
             f"SELECT t.*, snippet(\"{fts}\", 0, '[', ']', '…', 16) AS snippet "
-            f'FROM "{fts}" JOIN "{table.name}" t ON t.rowid = "{fts}".rowid '
+            f'FROM "{fts}" JOIN "{table.name}" t ON t.{_rowid(table)} = "{fts}".rowid '
             f'WHERE "{fts}" MATCH ?{clause} ORDER BY "{fts}".rank LIMIT ?'
         )
         db = self._db()
