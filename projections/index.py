@@ -100,6 +100,7 @@ def _count_message(row: Row, message: dict[str, Any]) -> None:
         row["status"] = "awaiting_reply"
 
 
+_STATUS = {"assistant": "answered", "user": "awaiting_reply", "tool": "awaiting_reply"}  # with no open call
 _STARTED = ConversationStarted.TYPE
 _APPENDED = MessageAppended.TYPE
 
@@ -144,8 +145,10 @@ class ConversationIndex:
         for record, payload in zip(records, payloads, strict=True):
             conv = record.conversation_id
             if record.type == _STARTED:
-                assert payload is not None
                 current = conv
+                if payload is None:  # an erased conversation: not indexed
+                    row = rows[conv] = None
+                    continue
                 row = rows[conv] = _started_row(
                     conv,
                     record.tenant,
@@ -163,8 +166,26 @@ class ConversationIndex:
             row["last_activity"] = record.recorded_at
             if record.stream_id == conv:
                 row["version"] = record.version
-            if payload is not None and record.type == _APPENDED:
-                _count_message(row, payload["message"])
+            if payload is None or record.type != _APPENDED:
+                continue
+            # _count_message inlined (a call per message cost ~0.15 s of a 1M-event rebuild).
+            message = payload["message"]
+            role = message.get("role")
+            calls = message.get("tool_calls")
+            row["messages"] += 1
+            open_calls = row["open_tool_calls"]
+            if calls:
+                row["tool_calls"] += len(calls)
+                open_calls += len(calls)
+            if role == "tool" and open_calls:
+                open_calls -= 1
+            row["open_tool_calls"] = open_calls
+            if role == "user" and row["title"] is None:
+                row["title"] = message_text(message)[:80] or None
+            if open_calls:
+                row["status"] = "awaiting_tools"
+            elif role in _STATUS:
+                row["status"] = _STATUS[role]
         for found in rows.values():
             if found is not None:
                 tables.put(TABLE.name, found)
