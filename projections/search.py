@@ -51,7 +51,7 @@ class MessageSearch:
     """Folds each ``message.appended`` into one searchable ``message_search`` row."""
 
     name: ClassVar[str] = "search"
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3
     tables: ClassVar[tuple[Table, ...]] = (TABLE,)
     types: ClassVar[frozenset[str] | None] = frozenset({_APPENDED})
     payload_types: ClassVar[frozenset[str]] = frozenset({_APPENDED})

@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS projection_tracking (
 
 
 _TOKENIZE = "'porter unicode61 remove_diacritics 2'"
+# FTS5 tables are created with columnsize=0: no per-row document sizes (the %_docsize b-tree).
+# Measured on 1M rows: the bulk build takes 0.8 s instead of 1.4; bm25 ranking then tokenizes
+# the matching rows to get their lengths, which made a query matching 250,000 rows 0.33 s
+# instead of 0.24 (selective queries: no difference).
 _BULK_HASH = 64 * 1024 * 1024  # bytes of pending terms FTS5 may hold before writing a segment
 _DEFAULT_HASH = 1024 * 1024
 
@@ -227,7 +231,8 @@ class SQLiteReadModels:
                 # The index starts without its triggers (bulk mode): see settle().
                 db.conn.execute(
                     f"CREATE VIRTUAL TABLE IF NOT EXISTS {_q(table.name + '_fts')} USING FTS5 "
-                    f"({_q(table.fts)}, tokenize={_TOKENIZE}, content={_q(table.name)}{_content_rowid(table)})"
+                    f"({_q(table.fts)}, tokenize={_TOKENIZE}, content={_q(table.name)}{_content_rowid(table)}, "
+                    "columnsize=0)"
                 )
 
     def settle(self, tables: Sequence[Table]) -> None:
