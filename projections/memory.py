@@ -16,7 +16,7 @@ from typing import Any
 
 from chatledger.store import ConcurrencyError
 
-from .tables import Key, Row, Table
+from .tables import Key, Row, Table, Values
 from .tracking import ProjectionState, now_iso
 
 __all__ = ["MemoryReadModels"]
@@ -36,14 +36,15 @@ class _Batch:
         row = self.staged.get(table.name, {}).get(key) or self._models._tables.get(table.name, {}).get(key)
         return dict(row) if row is not None else None
 
-    def write(self, table: Table, upserts: Sequence[Row], inserts: Sequence[Row]) -> None:
+    def write(self, table: Table, upserts: Sequence[Row], inserts: Sequence[Values]) -> None:
         staged = self.staged.setdefault(table.name, {})
         stored = self._models._tables.get(table.name, {})
-        for row in inserts:
+        for values in inserts:
+            row = dict(zip(table.columns, values, strict=True))
             key = table.key(row)
             if key in staged or key in stored:
                 raise ConcurrencyError(f"{table.name} row {key}", 0, 1)
-            staged[key] = dict(row)
+            staged[key] = row
         for row in upserts:
             staged[table.key(row)] = dict(row)
 

@@ -19,7 +19,7 @@ from chatledger.store.recorder import Record
 
 from .index import message_text
 from .runner import ProjectionRunner, read_models, register_projection
-from .tables import Payload, Row, Table, Tables
+from .tables import Payload, Row, Table, Tables, Values
 
 __all__ = ["MessageSearch", "SearchHit", "search"]
 
@@ -66,7 +66,7 @@ class MessageSearch:
 
     def apply_batch(self, tables: Tables, records: Sequence[Record], payloads: Sequence[Payload | None]) -> None:
         """The fast path: one row per appended message with text, straight from the stored payloads."""
-        rows: list[Row] = []
+        rows: list[Values] = []
         append = rows.append
         for record, payload in zip(records, payloads, strict=True):
             if payload is None or record.type != _APPENDED:
@@ -77,18 +77,19 @@ class MessageSearch:
             text = content if type(content) is str and not message.get("tool_calls") else message_text(message)
             if text:
                 name = message.get("name")
+                # In TABLE's column order: position, conversation_id, version, tenant, role, name, content.
                 append(
-                    {
-                        "conversation_id": record.conversation_id,
-                        "version": record.version,
-                        "position": record.position,
-                        "tenant": record.tenant,
-                        "role": str(message.get("role")),
-                        "name": name if isinstance(name, str) else None,
-                        "content": text,
-                    }
+                    (
+                        record.position,
+                        record.conversation_id,
+                        record.version,
+                        record.tenant,
+                        str(message.get("role")),
+                        name if isinstance(name, str) else None,
+                        text,
+                    )
                 )
-        tables.insert_many(TABLE.name, rows)
+        tables.insert_values(TABLE.name, rows)
 
 
 def _row(conversation_id: str, version: int, position: int, tenant: str, message: dict[str, Any]) -> Row | None:

@@ -46,7 +46,7 @@ from sqlite_utils import Database
 
 from chatledger.store import BackendUnavailable, ConcurrencyError
 
-from .tables import Key, Row, Table
+from .tables import Key, Row, Table, Values
 from .tracking import ProjectionState, now_iso
 
 __all__ = ["SQLiteReadModels", "views_path"]
@@ -139,27 +139,27 @@ class _Batch:
             return None
         return dict(zip([d[0] for d in cur.description], row, strict=True))
 
-    def write(self, table: Table, upserts: Sequence[Row], inserts: Sequence[Row]) -> None:
+    def write(self, table: Table, upserts: Sequence[Row], inserts: Sequence[Values]) -> None:
         # Multi-row VALUES statements: 4x faster than executemany once FTS5 triggers are on, and
         # cheaper than sqlite-utils' insert_all, which re-inspects the table and JSON-checks each value.
         cols = list(table.columns)
         head = f"INSERT INTO {_q(table.name)} ({','.join(_q(c) for c in cols)}) VALUES "
         keys = ",".join(_q(c) for c in table.pk)
         sets = ",".join(f"{_q(c)} = excluded.{_q(c)}" for c in cols if c not in table.pk)
-        self._insert(head, cols, upserts, f" ON CONFLICT ({keys}) DO UPDATE SET {sets}")
-        self._insert(head, cols, inserts, "")
-
-    def _insert(self, head: str, cols: list[str], rows: Sequence[Row], tail: str) -> None:
-        per = max(1, min(500, 30_000 // len(cols)))
-        one = "(" + ",".join("?" * len(cols)) + ")"
         values = itemgetter(*cols) if len(cols) > 1 else lambda row: (row[cols[0]],)
+        try:
+            rows = list(map(values, upserts))
+        except KeyError:  # a row that leaves columns out: they are NULL
+            rows = [tuple(row.get(c) for c in cols) for row in upserts]
+        self._insert(head, len(cols), rows, f" ON CONFLICT ({keys}) DO UPDATE SET {sets}")
+        self._insert(head, len(cols), inserts, "")
+
+    def _insert(self, head: str, width: int, rows: Sequence[Values], tail: str) -> None:
+        per = max(1, min(500, 30_000 // width))
+        one = "(" + ",".join("?" * width) + ")"
         for start in range(0, len(rows), per):
             chunk = rows[start : start + per]
-            try:
-                params = list(chain.from_iterable(map(values, chunk)))
-            except KeyError:  # a row that leaves columns out: they are NULL
-                params = [row.get(c) for row in chunk for c in cols]
-            self._db.conn.execute(head + ",".join([one] * len(chunk)) + tail, params)
+            self._db.conn.execute(head + ",".join([one] * len(chunk)) + tail, list(chain.from_iterable(chunk)))
 
     def advance(self, position: int, events: int) -> None:
         marks = ",".join("?" * len(self._names))

