@@ -204,10 +204,13 @@ class ProjectionRunner:
 
     def _batch(self, group: Sequence[Projection], position: int) -> int | None:
         """Apply one batch to projections standing at ``position``; None when another runner moved them."""
+        with _collection_postponed():
+            return self._apply(group, position)  # its records are freed before the collector is back
+
+    def _apply(self, group: Sequence[Projection], position: int) -> int | None:
         # Read before the transaction opens: on PostgreSQL a reader waits for older open
         # transactions, and the batch's own (which holds the tracking rows) must not be one.
-        with _collection_postponed():
-            records = self.store.recorder.read_all(position, self.batch_size, None)
+        records = self.store.recorder.read_all(position, self.batch_size, None)
         if not records:
             return 0
         with self.models.batch([p.name for p in group], position) as batch:
@@ -251,22 +254,22 @@ def _fold(store: Store, records: Sequence[Record], group: Sequence[Projection], 
             slow.append((p, t))
     if fast:
         wanted = frozenset().union(*(p.payload_types for p, _ in fast))
-        with _collection_postponed():
-            payloads = decode_payloads(store, records, wanted)
-            for p, t in fast:
-                p.apply_batch(t, records, payloads)
+        payloads = decode_payloads(store, records, wanted)
+        for p, t in fast:
+            p.apply_batch(t, records, payloads)
     if slow:
         _fold_events(store, records, slow)
 
 
 @contextmanager
 def _collection_postponed() -> Iterator[None]:
-    """Hold off the cyclic garbage collector while a batch is read, decoded and folded.
+    """Hold off the cyclic garbage collector for a whole batch: read, decode, fold, commit.
 
     Reading builds a tuple per event and decoding a few dicts, and the collector's passes
     over them cost ~0.6 µs per event (7% of a rebuild, measured) plus ~0.2 s per 1M events
     read; neither holds cycles, so nothing is lost by collecting afterwards. Reference
-    counting still frees everything at once.
+    counting frees them when the batch ends, before the collector is back, so it never
+    walks them at all (re-enabling it between reading and folding cost ~0.3 s per 1M).
     """
     if not gc.isenabled():
         yield
