@@ -34,8 +34,6 @@ does not catch up first finds none of the rows loaded since the projection start
 from __future__ import annotations
 
 import sqlite3
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
@@ -46,6 +44,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from chatledger.store import BackendUnavailable, ConcurrencyError
+from chatledger.store.sqlite import PerThread, connect
 
 from .tables import Key, Row, Table, Values
 from .tracking import ProjectionState, now_iso
@@ -110,21 +109,6 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
-    """Switch the file to WAL, retrying: processes opening a new file together race for that lock."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() == "wal":
-                return
-        except sqlite3.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise BackendUnavailable("the read-model file could not be switched to WAL")
-        time.sleep(0.01)
-
-
 class _Batch:
     def __init__(self, models: SQLiteReadModels, names: Sequence[str], expected: int) -> None:
         self._models = models
@@ -183,29 +167,20 @@ class SQLiteReadModels:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self.erasable = erasable
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._dbs: PerThread[Database] = PerThread(self._open, lambda db: db.conn.close())
         with self._write() as db:
             db.conn.execute(_TRACKING)
 
     def _db(self) -> Database:
-        db: Database | None = getattr(self._local, "db", None)
-        if db is None:
-            try:
-                conn = sqlite3.connect(
-                    self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
-                )
-                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-                _enable_wal(conn, self.busy_timeout_ms / 1000)
-                conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.Error as exc:
-                raise BackendUnavailable(f"opening the read models {self.path}: {exc}") from exc
-            # One Database per connection: its first upsert probes with DDL; never close it through sqlite-utils.
-            db = self._local.db = Database(conn, recursive_triggers=False, execute_plugins=False)
-            with self._lock:
-                self._all.append(conn)
-        return db
+        return self._dbs.get()
+
+    def _open(self) -> Database:
+        try:
+            conn = connect(self.path, busy_timeout_ms=self.busy_timeout_ms, synchronous="NORMAL")
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"opening the read models {self.path}: {exc}") from exc
+        # One Database per connection: its first upsert probes with DDL; never close it through sqlite-utils.
+        return Database(conn, recursive_triggers=False, execute_plugins=False)
 
     @contextmanager
     def _write(self) -> Iterator[Database]:
@@ -369,8 +344,4 @@ class SQLiteReadModels:
 
     def close(self) -> None:
         """Close this module's own connections."""
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-        self._local = threading.local()
+        self._dbs.close()

@@ -17,15 +17,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .errors import BackendUnavailable, ConflictError, ValidationError
 from .recorder import NewRecord, Record, StreamHead
 
-__all__ = ["SCHEMA", "SQLiteRecorder"]
+__all__ = ["SCHEMA", "PerThread", "SQLiteRecorder", "connect"]
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -78,6 +80,64 @@ def _translate(exc: sqlite3.Error, what: str) -> Exception:
     if isinstance(exc, sqlite3.DataError):
         return ValidationError("payload", str(exc))
     return BackendUnavailable(f"{what}: SQLite said {exc}")
+
+
+def connect(path: str, *, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
+    """Open a connection as every chatledger SQLite file wants it: WAL, a busy timeout, autocommit.
+
+    Two processes opening a new file at once both ask for WAL; the switch needs an
+    exclusive lock and SQLite reports "database is locked" at once instead of calling
+    the busy handler, so the switch is retried until the busy timeout.
+
+    Raises:
+        BackendUnavailable: the file could not be put in WAL mode.
+        sqlite3.Error: the caller translates it.
+    """
+    conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while mode.lower() != "wal":
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+            continue
+        if path != ":memory:" and mode.lower() != "wal":
+            conn.close()
+            raise BackendUnavailable(f"could not switch {path} to WAL (journal_mode={mode})")
+        break
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    return conn
+
+
+class PerThread(Generic[T]):
+    """One object per thread (``sqlite3`` connections are not shared across threads), all closed together."""
+
+    def __init__(self, make: Callable[[], T], close: Callable[[T], object]) -> None:
+        self._make, self._close = make, close
+        self._local = threading.local()
+        self._all: list[T] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        """This thread's object, made on first use."""
+        item: T | None = getattr(self._local, "item", None)
+        if item is None:
+            item = self._local.item = self._make()
+            with self._lock:
+                self._all.append(item)
+        return item
+
+    def close(self) -> None:
+        """Close every thread's object; later calls of :meth:`get` make new ones."""
+        with self._lock:
+            for item in self._all:
+                self._close(item)
+            self._all.clear()
+        self._local = threading.local()
 
 
 class _Tx:
@@ -157,9 +217,7 @@ class SQLiteRecorder:
         self.path = str(path)
         self.synchronous = sync
         self.busy_timeout_ms = busy_timeout_ms
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._conns: PerThread[sqlite3.Connection] = PerThread(self._open, sqlite3.Connection.close)
         conn = self._conn()
         try:
             conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
@@ -169,45 +227,13 @@ class SQLiteRecorder:
             raise _translate(exc, "creating the schema") from exc
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=self.busy_timeout_ms / 1000,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-                mode = self._wal(conn)
-                if self.path != ":memory:" and str(mode).lower() != "wal":
-                    raise BackendUnavailable(f"could not switch {self.path} to WAL (journal_mode={mode})")
-                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            except sqlite3.Error as exc:
-                raise _translate(exc, f"opening {self.path}") from exc
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
+        return self._conns.get()
 
-    def _wal(self, conn: sqlite3.Connection) -> str:
-        """Switch the file to WAL (a no-op when it is already), waiting out a concurrent opener.
-
-        Two processes opening a new file at once both ask for WAL; the switch needs
-        an exclusive lock and SQLite reports "database is locked" at once instead of
-        calling the busy handler, so the switch is retried until the busy timeout.
-        """
-        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
-        if mode.lower() == "wal":
-            return mode
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        while True:
-            try:
-                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.01)
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return connect(self.path, busy_timeout_ms=self.busy_timeout_ms, synchronous=self.synchronous)
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"opening {self.path}") from exc
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -315,8 +341,4 @@ class SQLiteRecorder:
         return int(rows[0][0])
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-        self._local = threading.local()
+        self._conns.close()
