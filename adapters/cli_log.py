@@ -10,7 +10,7 @@ from typing import Any
 from chatledger.store import ValidationError
 
 from .cli import store_from_args
-from .openai_format import export_jsonl, import_record, read_jsonl
+from .openai_format import export_jsonl, import_jsonl
 from .render import print_json, print_table, progress
 
 __all__ = ["register"]
@@ -67,14 +67,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise ValidationError("file", str(exc)) from None
-    imported = skipped = messages = 0
     with stream:
-        records = list(read_jsonl(stream))
-        for n, record in progress(records, len(records), "importing"):
-            _, created, count = import_record(store, record, n)
-            imported += created
-            skipped += not created
-            messages += count
+        done = import_jsonl(store, stream, lambda records: progress(records, len(records), "importing"))
+    imported, skipped = len(done.imported), len(done.skipped)
+    messages = done.messages
     result = {"imported": imported, "skipped": skipped, "messages": messages}
     if args.json:
         print_json(result)

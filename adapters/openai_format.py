@@ -9,7 +9,7 @@ call ids or end on a tool call, and are stored as they are.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from chatledger.store import ConflictError, Store, ValidationError
@@ -71,10 +71,18 @@ def read_jsonl(stream: IO[str]) -> Iterator[tuple[int, Any]]:
             raise ValidationError(f"line {n}", f"is not JSON: {exc.msg}") from None
 
 
-def import_jsonl(store: Store, stream: IO[str]) -> ImportResult:
-    """Import every conversation of a JSONL stream (each one atomically)."""
+def import_jsonl(
+    store: Store,
+    stream: IO[str],
+    progress: Callable[[list[tuple[int, Any]]], Iterable[tuple[int, Any]]] | None = None,
+) -> ImportResult:
+    """Import every conversation of a JSONL stream (each one atomically).
+
+    ``progress`` may wrap the parsed records (the CLI draws a bar with it).
+    """
     result = ImportResult()
-    for n, record in read_jsonl(stream):
+    records = list(read_jsonl(stream))
+    for n, record in progress(records) if progress is not None else records:
         conv, created, count = import_record(store, record, n)
         (result.imported if created else result.skipped).append(conv)
         result.messages += count
