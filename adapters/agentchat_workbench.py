@@ -37,14 +37,12 @@ from typing import Any
 from autogen_core import CancellationToken
 from autogen_core.tools import TextResultContent, ToolResult, ToolSchema, Workbench
 
-from chatledger.store import ChatledgerError, ConflictError, LeaseLost, Store
+from chatledger.store import ChatledgerError, LeaseLost, Store
 from chatledger.store.executor import Executor, ToolOutcome, current_idempotency_key
 from chatledger.store.ledger import final_draft, load_call, record_outcome
 from chatledger.store.tools import ToolRegistry
 
 __all__ = ["ExecutorWorkbench", "WorkbenchToolError"]
-
-_ATTEMPTS = 3
 
 
 class WorkbenchToolError(Exception):
@@ -148,16 +146,8 @@ class ExecutorWorkbench(Workbench):
             return self._error(name, f"{type(exc).__name__}: {exc}")
 
     async def _execute(self, executor: Executor, call_id: str, name: str, args: str) -> ToolOutcome:
-        # Two workers requesting the same new call at once may race to create its ledger
-        # stream; the loser sees a ConflictError and finds the call on the next try. A real
-        # conflict (the same id with other arguments) raises again and is reported.
-        for attempt in range(_ATTEMPTS):
-            try:
-                return await executor.aexecute_call(self.conversation_id, call_id, name, args, append_result=False)
-            except ConflictError:
-                if attempt == _ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        # The executor settles two workers racing to request the same new call itself.
+        return await executor.aexecute_call(self.conversation_id, call_id, name, args, append_result=False)
 
     def _settle_cancelled(self, executor: Executor, call_id: str) -> str | None:
         """Record a call this worker was running when it was cancelled as outcome unknown (final).

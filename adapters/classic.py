@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-from chatledger.store import ConflictError, Executor, MessageAppended, Store
+from chatledger.store import Executor, MessageAppended, Store
 from chatledger.store.messages import pending_tool_calls
 
 from .classic_cache import LedgerCache
@@ -154,12 +154,7 @@ def _start(
     first (the executor appends a result saying so), so the model is never
     handed an unanswered call.
     """
-    try:
-        store.start_conversation(conversation_id, metadata=metadata, exist_ok=True)
-    except ConflictError:
-        # Two requests creating the conversation at once: the loser of the race
-        # (PostgreSQL reports it as a conflict) finds it created.
-        store.version(conversation_id)
+    store.start_conversation(conversation_id, metadata=metadata, exist_ok=True)
     request = request_id if request_id is not None else f"at{store.version(conversation_id)}"
     history = [s for s in load_sends(store, conversation_id) if s.request != request]
     messages = [m for s in history for m in to_openai(s.message, s.role)]

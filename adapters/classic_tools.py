@@ -25,16 +25,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from chatledger.store import ConflictError, Executor, Store, ToolOutcome
+from chatledger.store import Executor, Store, ToolOutcome
 
 __all__ = ["ExecutorMixin", "ToolBinding", "aexecute_through", "call_id_for", "execute_through"]
-
-
-# Two workers requesting the same new call at once can both see it missing and
-# race to create its ledger stream; the loser gets ConflictError (seen on
-# PostgreSQL) and finds the call on the next try. A real conflict (same id,
-# other arguments) raises again and is passed on.
-_ATTEMPTS = 3
 
 
 def call_id_for(name: str, arguments: str, call_id: str | None) -> str:
@@ -94,14 +87,7 @@ def execute_through(
     """Run one call of ``agent`` through the executor; return AutoGen's ``(success, result)`` pair."""
     name, arguments, cid = _parts(func_call, call_id)
     executor = binding.executor_for(agent)
-    for attempt in range(_ATTEMPTS):
-        try:
-            outcome = executor.execute_call(binding.conversation_id, cid, name, arguments, append_result=False)
-            return _result(outcome)
-        except ConflictError:
-            if attempt == _ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+    return _result(executor.execute_call(binding.conversation_id, cid, name, arguments, append_result=False))
 
 
 async def aexecute_through(
@@ -110,14 +96,8 @@ async def aexecute_through(
     """The async form of :func:`execute_through` (async tools are awaited, sync ones run in a thread)."""
     name, arguments, cid = _parts(func_call, call_id)
     executor = binding.executor_for(agent)
-    for attempt in range(_ATTEMPTS):
-        try:
-            outcome = await executor.aexecute_call(binding.conversation_id, cid, name, arguments, append_result=False)
-            return _result(outcome)
-        except ConflictError:
-            if attempt == _ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+    outcome = await executor.aexecute_call(binding.conversation_id, cid, name, arguments, append_result=False)
+    return _result(outcome)
 
 
 class ExecutorMixin:
