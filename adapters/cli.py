@@ -34,9 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chatledger",
         description="An event-sourced conversation store for AutoGen agents.",
     )
-    parser.add_argument(
-        "--db", default=None, help="store URL (default: $CHATLEDGER_URL or sqlite:///chatledger.db)"
-    )
+    parser.add_argument("--db", default=None, help="store URL (default: $CHATLEDGER_URL or sqlite:///chatledger.db)")
     parser.add_argument("--tenant", default="default", help="tenant to act for (default: default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMANDS:

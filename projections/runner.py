@@ -308,7 +308,7 @@ def decode_payloads(store: Store, records: Sequence[Record], types: frozenset[st
     decode = store.codec.decode
     # The plain codec returns stored text as is (and raises on an encrypted payload): skip the call.
     plain = isinstance(store.codec, _PlainCodec)
-    schemas: dict[str, int] = {}
+    schemas: dict[str, tuple[int, str | None]] = {}
     out: list[Payload | None] = []
     append = out.append
     for record in records:
@@ -327,10 +327,14 @@ def decode_payloads(store: Store, records: Sequence[Record], types: frozenset[st
             payload = loads(text)
         except ValueError:
             payload = slow_loads(text)
-        schema = schemas.get(kind)
-        if schema is None:
-            schema = schemas[kind] = event_class(kind).SCHEMA_VERSION
+        known = schemas.get(kind)
+        if known is None:
+            cls = event_class(kind)
+            known = schemas[kind] = (cls.SCHEMA_VERSION, cls.KEY_FIELD)
+        schema, key_field = known
         if record.schema_version < schema:
             payload = event_class(kind).upcast(payload, record.schema_version)
+        if key_field is not None and key_field not in payload:
+            payload[key_field] = record.key if record.key is not None else record.event_id
         append(payload)
     return out

@@ -83,8 +83,7 @@ class ReplayDivergence(ChatledgerError):
         self.expected = expected
         self.actual = actual
         super().__init__(
-            f"replay of {conversation_id!r} diverged at position {position}: "
-            f"recorded {expected!r}, new run {actual!r}"
+            f"replay of {conversation_id!r} diverged at position {position}: recorded {expected!r}, new run {actual!r}"
         )
 
 

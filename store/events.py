@@ -46,6 +46,11 @@ class Event(BaseModel):
 
     TYPE: ClassVar[str] = ""
     SCHEMA_VERSION: ClassVar[int] = 1
+    KEY_FIELD: ClassVar[str | None] = None
+    """A payload field that is the event's idempotency key: stored once, in the key column.
+
+    When a draft has no key, the field takes the event's own ``event_id``.
+    """
 
     event_id: str
     conversation_id: str
@@ -119,10 +124,17 @@ class MessageAppended(Event):
     """
 
     TYPE: ClassVar[str] = "message.appended"
+    SCHEMA_VERSION: ClassVar[int] = 2
+    KEY_FIELD: ClassVar[str | None] = "message_id"
 
     message_id: str
     message: dict[str, Any]
     meta: dict[str, Any] | None = None
+
+    @staticmethod
+    def upcast_v1(payload: dict[str, Any]) -> dict[str, Any]:
+        """Version 1 stored ``message_id`` in the payload too; version 2 only in the key column."""
+        return payload
 
 
 @register_event

@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 class PayloadCodec(Protocol):
@@ -230,19 +231,20 @@ class Store:
         for i, message in enumerate(messages):
             msg = validate_message(message, f"messages[{i}]")
             mid = message_ids[i] if message_ids is not None else None
-            minted = mid is None
-            mid = new_id() if minted else check_id(mid, f"message_ids[{i}]")
-            payload: dict[str, Any] = {"message_id": mid, "message": msg}
+            if mid is not None:
+                check_id(mid, f"message_ids[{i}]")
+            # Without a client id the message's id is its event id (no key to store or index).
+            payload: dict[str, Any] = {"message": msg}
             if meta is not None and meta[i] is not None:
                 payload["meta"] = dict(meta[i] or {})
-            drafts.append(Draft(MessageAppended, payload, key=mid, label=f"messages[{i}]", new_key=minted))
+            drafts.append(Draft(MessageAppended, payload, key=mid, label=f"messages[{i}]"))
         return drafts
 
     # -- payload handling ---------------------------------------------------------------------
 
     def _dumps(self, payload: Any, where: str) -> str:
         try:
-            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            text = _ENCODER.encode(payload)
         except RecursionError:
             raise ValidationError(where, "is nested too deeply to store") from None
         except (TypeError, ValueError) as exc:
@@ -253,17 +255,15 @@ class Store:
         """The one place secrets are redacted: every payload and metadata pass through here."""
         return payload if self.redactor is None else self.redactor.redact(payload)
 
-    def _encode_payload(self, conversation_id: str, draft: Draft) -> tuple[str, str]:
+    def _encode_payload(self, conversation_id: str, draft: Draft, payload: Mapping[str, Any]) -> tuple[str, str]:
         where = draft.label or draft.cls.TYPE
-        text = self._dumps(self._redact(draft.payload), where)
+        text = self._dumps(self._redact(payload), where)
         try:
             size = len(text.encode("utf-8"))
         except UnicodeEncodeError:
             raise ValidationError(where, "contains invalid unicode (a lone surrogate)") from None
         if size > self.max_event_bytes:
-            raise ValidationError(
-                where, f"is {size} bytes, over the event size limit of {self.max_event_bytes}"
-            )
+            raise ValidationError(where, f"is {size} bytes, over the event size limit of {self.max_event_bytes}")
         return text, self.codec.encode(conversation_id, text)
 
     def _payload_of(self, record: Record) -> Any:
@@ -275,6 +275,8 @@ class Store:
         payload = self._payload_of(record)
         if record.schema_version < cls.SCHEMA_VERSION:
             payload = cls.upcast(payload, record.schema_version)
+        if cls.KEY_FIELD is not None and cls.KEY_FIELD not in payload:
+            payload[cls.KEY_FIELD] = record.key if record.key is not None else record.event_id
         return cls.model_validate(
             {
                 "event_id": record.event_id,
@@ -346,11 +348,7 @@ class Store:
 
     def stream_events(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """Any stream's events (a tool call's, a side stream's), scoped to this tenant."""
-        return [
-            self.decode(r)
-            for r in self.recorder.read_stream(stream_id, after, limit)
-            if r.tenant == self.tenant
-        ]
+        return [self.decode(r) for r in self.recorder.read_stream(stream_id, after, limit) if r.tenant == self.tenant]
 
     def read_all(self, after: int = 0, limit: int | None = None) -> list[Event]:
         """This tenant's events in global order, after position ``after``."""

@@ -41,6 +41,14 @@ class _Tx:
                 found[str(rec.key)] = rec
         return found
 
+    def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
+        wanted = set(versions)
+        return [
+            r
+            for r in [*self._rec._streams.get(stream_id, []), *self.records]
+            if r.stream_id == stream_id and r.version in wanted
+        ]
+
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
         positions = []
         taken_ids = {r.event_id for r in self.records}

@@ -46,16 +46,12 @@ def validate_message(message: Any, where: str = "message") -> dict[str, Any]:
         raise ValidationError(f"{where}.name", "must be a string")
     if "tool_calls" in msg and msg["tool_calls"] is not None:
         if role != "assistant":
-            raise ValidationError(
-                f"{where}.tool_calls", f"only assistant messages carry tool_calls, not {role}"
-            )
+            raise ValidationError(f"{where}.tool_calls", f"only assistant messages carry tool_calls, not {role}")
         _validate_tool_calls(msg["tool_calls"], f"{where}.tool_calls")
     if role == "tool":
         call_id = msg.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
-            raise ValidationError(
-                f"{where}.tool_call_id", "a tool message needs a non-empty string tool_call_id"
-            )
+            raise ValidationError(f"{where}.tool_call_id", "a tool message needs a non-empty string tool_call_id")
     return msg
 
 
@@ -77,9 +73,7 @@ def _validate_tool_calls(calls: Any, where: str) -> None:
             raise ValidationError(f"{at}.function.name", "must be a non-empty string")
         # Some providers omit "arguments" for a tool without parameters: kept as sent (absent).
         if "arguments" in fn and not isinstance(fn["arguments"], str):
-            raise ValidationError(
-                f"{at}.function.arguments", "must be a string (JSON text as the model produced it)"
-            )
+            raise ValidationError(f"{at}.function.arguments", "must be a string (JSON text as the model produced it)")
 
 
 def tool_calls_of(message: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -214,6 +214,16 @@ class _Tx:
         )
         return {str(rec.key): rec for rec in (Record(*row) for row in rows)}
 
+    def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
+        if not versions:
+            return []
+        rows = self._run(
+            f"SELECT {_RECORD_COLUMNS} FROM events WHERE stream_id = %s AND version = ANY(%s)",
+            (stream_id, list(versions)),
+            "looking up events",
+        )
+        return [Record(*row) for row in rows]
+
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
         if len(self._spare) < len(records):
             rows = self._run(
@@ -340,6 +350,9 @@ class _Guess:
 
     def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
         return {}  # a stored key fails the append statement on the unique (stream_id, key) index
+
+    def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
+        raise _Miss
 
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
         head = self._head

@@ -119,6 +119,9 @@ class WriteTransaction(Protocol):
     def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
         """The stored records of a stream having any of these idempotency keys."""
 
+    def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
+        """The stored records of a stream at these versions (those that exist)."""
+
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
         """Insert records, returning their global positions in order."""
 
@@ -131,7 +134,11 @@ class WriteTransaction(Protocol):
         status: str | None,
         lease_until: float | None,
     ) -> None:
-        """Move a stream's head forward (status and lease are the tool ledger's)."""
+        """Move a stream's head forward (status and lease are the tool ledger's).
+
+        A backend may store only the status and lease and read the rest from the
+        stream's last event (SQLite does).
+        """
 
 
 class Recorder(Protocol):

@@ -8,6 +8,12 @@ writers are serialised by that lock, the rowid (``position``) is assigned in
 commit order, so a reader that asks for ``position > last`` never skips an
 event that commits late.
 
+A lone append (:meth:`SQLiteRecorder.append_alone`, what ``Store.append``
+does) is one autocommit INSERT built against the head this recorder last saw:
+the unique indexes refuse it, writing nothing, when another writer moved the
+stream or a key is stored, and it is then redone in a transaction. The layout
+and its compact stored forms are in :mod:`chatledger.store.sqlite_schema`.
+
 Each thread gets its own connection (``sqlite3`` connections are not shared
 across threads); all are closed by :meth:`SQLiteRecorder.close`.
 """
@@ -19,59 +25,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from .errors import BackendUnavailable, ConflictError, ValidationError
-from .recorder import NewRecord, Record, StreamHead
+from .errors import BackendUnavailable, ChatledgerError, ConflictError, ValidationError
+from .recorder import NewRecord, Record, StreamHead, WriteTransaction
+from .sqlite_schema import (
+    HEAD_SELECT,
+    LAYOUT_VERSION,
+    RECORD_SELECT,
+    SCHEMA,
+    create_schema,
+    migrate_v1,
+    stored_bytes,
+    stored_time,
+)
 
 __all__ = ["SCHEMA", "PerThread", "SQLiteRecorder", "connect"]
 
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    position INTEGER PRIMARY KEY,
-    stream_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    conversation_id TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    event_id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    schema_version INTEGER NOT NULL,
-    key TEXT,
-    recorded_at TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    UNIQUE (stream_id, version)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_stream_key ON events (stream_id, key) WHERE key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS streams (
-    stream_id TEXT PRIMARY KEY,
-    conversation_id TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    head_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    status TEXT,
-    lease_until REAL,
-    metadata TEXT
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS streams_by_kind ON streams (kind, tenant, created_at);
-CREATE INDEX IF NOT EXISTS streams_by_conversation ON streams (conversation_id, kind);
-CREATE INDEX IF NOT EXISTS streams_by_status ON streams (kind, status, lease_until) WHERE status IS NOT NULL;
-"""
-
-_RECORD_COLUMNS = (
-    "position, stream_id, version, conversation_id, tenant, event_id, type, schema_version, key, "
-    "recorded_at, payload, hash"
-)
-_HEAD_COLUMNS = (
-    "stream_id, conversation_id, tenant, kind, version, head_hash, created_at, updated_at, status, "
-    "lease_until, metadata"
-)
 
 
 def _translate(exc: sqlite3.Error, what: str) -> Exception:
@@ -140,49 +113,139 @@ class PerThread(Generic[T]):
         self._local = threading.local()
 
 
+class _Caches:
+    """What a recorder may remember across transactions: stream ids, type codes and heads.
+
+    Sids and type codes never change once committed. A head is only a guess: the
+    one-statement append (:class:`_Guess`) writes the next version, and the
+    unique ``(sid, version)`` index refuses it when another writer got there first.
+    """
+
+    def __init__(self) -> None:
+        self.types: dict[str, int] = {}
+        self.heads: dict[str, tuple[int, StreamHead]] = {}
+
+    def remember(self, heads: dict[str, tuple[int, StreamHead]], types: dict[str, int]) -> None:
+        if len(self.heads) + len(heads) > _CACHED_HEADS:
+            self.heads.clear()
+        self.heads.update(heads)
+        self.types.update(types)
+
+
+def _moved(h: StreamHead, last: NewRecord) -> StreamHead:
+    """The head after ``last`` (built directly: ``dataclasses.replace`` costs more than the insert)."""
+    return StreamHead(
+        h.stream_id,
+        h.conversation_id,
+        h.tenant,
+        h.kind,
+        last.version,
+        last.hash,
+        h.created_at,
+        last.recorded_at,
+        h.status,
+        h.lease_until,
+        h.metadata,
+    )
+
+
+def _row(sid: int, code: int, r: NewRecord) -> tuple[object, ...]:
+    return (
+        sid,
+        r.version,
+        code,
+        r.schema_version,
+        stored_bytes(r.event_id, 16),
+        r.key,
+        stored_time(r.recorded_at),
+        r.payload,
+        stored_bytes(r.hash, 32),
+    )
+
+
 class _Tx:
     """A write transaction on one connection that holds the write lock."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, caches: _Caches) -> None:
         self._conn = conn
+        self._caches = caches
+        self.heads: dict[str, tuple[int, StreamHead]] = {}  # read or moved here; remembered on commit
+        self.types: dict[str, int] = {}
 
     def head(self, stream_id: str) -> StreamHead | None:
-        row = self._conn.execute(
-            f"SELECT {_HEAD_COLUMNS} FROM streams WHERE stream_id = ?", (stream_id,)
-        ).fetchone()
-        return StreamHead(*row) if row else None
+        row = self._conn.execute(f"{HEAD_SELECT} WHERE s.stream_id = ?", (stream_id,)).fetchone()
+        if row is None:
+            return None
+        head = StreamHead(*row[1:])
+        self.heads[stream_id] = (int(row[0]), head)
+        return head
 
     def create_stream(self, head: StreamHead) -> None:
         try:
-            self._conn.execute(f"INSERT INTO streams ({_HEAD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", head.as_row())
+            cur = self._conn.execute(
+                "INSERT INTO streams (stream_id, conversation_id, tenant, kind, created_at, status, lease_until, "
+                "metadata) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    head.stream_id,
+                    head.conversation_id,
+                    head.tenant,
+                    head.kind,
+                    head.created_at,
+                    head.status,
+                    head.lease_until,
+                    head.metadata,
+                ),
+            )
         except sqlite3.IntegrityError:
             raise ConflictError(f"stream {head.stream_id!r} exists already") from None
+        self.heads[head.stream_id] = (int(cur.lastrowid or 0), head)
+
+    def _sid(self, stream_id: str) -> int | None:
+        known = self.heads.get(stream_id) or self._caches.heads.get(stream_id)
+        if known is not None:
+            return known[0]
+        row = self._conn.execute("SELECT sid FROM streams WHERE stream_id = ?", (stream_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _records(self, stream_id: str, column: str, values: Sequence[object]) -> list[Record]:
+        sid = self._sid(stream_id)
+        if sid is None or not values:
+            return []
+        found: list[Record] = []
+        for start in range(0, len(values), 500):
+            chunk = list(values[start : start + 500])
+            rows = self._conn.execute(
+                f"{RECORD_SELECT} WHERE e.sid = ? AND e.{column} IN ({','.join('?' * len(chunk))})",
+                (sid, *chunk),
+            ).fetchall()
+            found += map(Record._make, rows)
+        return found
 
     def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
-        if not keys:
-            return {}
-        found: dict[str, Record] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM events WHERE stream_id = ? AND key IN ({marks})",
-                (stream_id, *chunk),
-            ).fetchall()
-            for row in rows:
-                rec = Record(*row)
-                found[str(rec.key)] = rec
-        return found
+        return {str(rec.key): rec for rec in self._records(stream_id, "key", keys)}
+
+    def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
+        return self._records(stream_id, "version", versions)
+
+    def _type_code(self, name: str) -> int:
+        code = self.types.get(name) or self._caches.types.get(name)
+        if code is None:
+            self._conn.execute("INSERT OR IGNORE INTO event_types (name) VALUES (?)", (name,))
+            code = int(self._conn.execute("SELECT code FROM event_types WHERE name = ?", (name,)).fetchone()[0])
+            self.types[name] = code
+        return code
 
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
         positions = []
-        sql = (
-            "INSERT INTO events (stream_id, version, conversation_id, tenant, event_id, type, "
-            "schema_version, key, recorded_at, payload, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-        )
         for r in records:
-            cur = self._conn.execute(sql, r.as_row())
+            sid = self._sid(r.stream_id)
+            if sid is None:
+                raise ConflictError(f"stream {r.stream_id!r} does not exist")
+            cur = self._conn.execute(_INSERT, _row(sid, self._type_code(r.type), r))
             positions.append(int(cur.lastrowid or 0))
+            known = self.heads.get(r.stream_id)
+            if known is not None:
+                self.heads[r.stream_id] = (sid, _moved(known[1], r))
         return positions
 
     def update_head(
@@ -194,11 +257,114 @@ class _Tx:
         status: str | None,
         lease_until: float | None,
     ) -> None:
-        self._conn.execute(
-            "UPDATE streams SET version = ?, head_hash = ?, updated_at = ?, status = ?, lease_until = ? "
-            "WHERE stream_id = ?",
-            (version, head_hash, updated_at, status, lease_until, stream_id),
+        known = self.heads.get(stream_id)
+        if known is None:
+            raise RuntimeError(f"update_head of {stream_id!r} before reading its head")
+        sid, head = known
+        # Version, hash and time are the last event's: only the tool ledger's fields are stored.
+        if (status, lease_until) != (head.status, head.lease_until):
+            self._conn.execute(
+                "UPDATE streams SET status = ?, lease_until = ? WHERE sid = ?", (status, lease_until, sid)
+            )
+        self.heads[stream_id] = (
+            sid,
+            replace(
+                head,
+                version=version,
+                head_hash=head_hash,
+                updated_at=updated_at,
+                status=status,
+                lease_until=lease_until,
+            ),
         )
+
+
+_INSERT = (
+    "INSERT INTO events (sid, version, type, schema_version, event_id, key, recorded_at, payload, hash) "
+    "VALUES (?,?,?,?,?,?,?,?,?)"
+)
+_CACHED_HEADS = 4096
+_MAX_GUESSED_ROWS = 32_766 // 9
+
+
+class _Miss(Exception):
+    """A guessed head was not the stream's current one (or the write needs a real transaction)."""
+
+
+class _Guess:
+    """A lone append sent as one autocommit statement, built against the head last seen.
+
+    ``head`` answers from the cache, ``records_by_keys`` assumes no key is stored, and
+    ``insert`` sends one INSERT: the unique ``(sid, version)`` index refuses it when the
+    guessed head is stale, and the unique ``(sid, key)`` index when a key is stored.
+    Then nothing was written (one statement is atomic) and :class:`_Miss` sends the
+    append to a real transaction.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, caches: _Caches) -> None:
+        self._conn = conn
+        self._caches = caches
+        self._head: tuple[int, StreamHead] | None = None
+        self._written: NewRecord | None = None
+
+    def head(self, stream_id: str) -> StreamHead | None:
+        known = self._caches.heads.get(stream_id)
+        if known is None or (self._head is not None and self._head is not known):
+            raise _Miss
+        self._head = known
+        return known[1]
+
+    def create_stream(self, head: StreamHead) -> None:
+        raise _Miss
+
+    def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
+        return {}  # a stored key fails the statement on the unique (sid, key) index
+
+    def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
+        raise _Miss
+
+    def insert(self, records: Sequence[NewRecord]) -> list[int]:
+        known = self._head
+        if known is None or self._written is not None or not records or len(records) > _MAX_GUESSED_ROWS:
+            raise _Miss
+        sid, head = known
+        types = self._caches.types
+        rows = []
+        for r in records:
+            code = types.get(r.type)
+            if code is None or r.stream_id != head.stream_id:
+                raise _Miss
+            rows.append(_row(sid, code, r))
+        try:
+            if len(rows) == 1:
+                positions = [int(self._conn.execute(_INSERT, rows[0]).lastrowid or 0)]
+            else:
+                sql = _INSERT.replace("(?,?,?,?,?,?,?,?,?)", ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(rows)))
+                flat = [value for row in rows for value in row]
+                positions = sorted(int(p) for (p,) in self._conn.execute(sql + " RETURNING position", flat))
+        except sqlite3.IntegrityError:
+            raise _Miss from None
+        except sqlite3.Error as exc:
+            raise _translate(exc, "appending") from exc
+        self._written = records[-1]
+        return positions
+
+    def update_head(
+        self,
+        stream_id: str,
+        version: int,
+        head_hash: str,
+        updated_at: str,
+        status: str | None,
+        lease_until: float | None,
+    ) -> None:
+        known, last = self._head, self._written
+        if known is None or last is None or stream_id != known[1].stream_id:
+            raise RuntimeError("append_alone: update_head without a preceding insert")
+        sid, head = known
+        if (status, lease_until) != (head.status, head.lease_until):
+            raise RuntimeError("append_alone: the body may not change a stream's status or lease")
+        self._caches.remember({stream_id: (sid, _moved(head, last))}, {})
 
 
 class SQLiteRecorder:
@@ -217,14 +383,29 @@ class SQLiteRecorder:
         self.path = str(path)
         self.synchronous = sync
         self.busy_timeout_ms = busy_timeout_ms
+        self._caches = _Caches()
         self._conns: PerThread[sqlite3.Connection] = PerThread(self._open, sqlite3.Connection.close)
         conn = self._conn()
         try:
-            conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
-        except sqlite3.Error as exc:
+            conn.execute("BEGIN IMMEDIATE")
+            layout = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            old = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone() is not None
+            if old and layout < LAYOUT_VERSION:
+                migrate_v1(conn)
+            elif layout > LAYOUT_VERSION:
+                raise BackendUnavailable(
+                    f"{self.path} was written by a newer chatledger (layout {layout}, this one knows "
+                    f"{LAYOUT_VERSION}): upgrade chatledger to open it"
+                )
+            else:
+                create_schema(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise _translate(exc, "creating the schema") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, "creating the schema") from exc
+            raise
 
     def _conn(self) -> sqlite3.Connection:
         return self._conns.get()
@@ -250,8 +431,9 @@ class SQLiteRecorder:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise _translate(exc, "starting a write") from exc
+        tx = _Tx(conn, self._caches)
         try:
-            yield _Tx(conn)
+            yield tx
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -261,6 +443,29 @@ class SQLiteRecorder:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise _translate(exc, "committing") from exc
+        self._caches.remember(tx.heads, tx.types)
+
+    def append_alone(self, body: Callable[[WriteTransaction], T]) -> T:
+        """Run ``body``, a transaction holding one append to one stream, as one INSERT statement.
+
+        The append is built against the head this recorder last saw and sent as one
+        autocommit statement (no BEGIN or COMMIT). When that head is stale, a key is
+        stored already, or anything was decided on the guessed head, nothing was written
+        and ``body`` runs again in an ordinary write transaction. ``body`` must not change
+        the stream's status or lease.
+        """
+        conn = self._conn()
+        if not conn.in_transaction:
+            try:
+                return body(_Guess(conn, self._caches))
+            except _Miss:
+                pass
+            except BackendUnavailable:
+                raise
+            except ChatledgerError:
+                pass  # decided on a guessed head: decide again on the locked one
+        with self.write() as tx:
+            return body(tx)
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         try:
@@ -270,31 +475,26 @@ class SQLiteRecorder:
 
     def read_stream(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
         rows = self._query(
-            f"SELECT {_RECORD_COLUMNS} FROM events WHERE stream_id = ? AND version > ? "
-            "ORDER BY version LIMIT ?",
+            f"{RECORD_SELECT} WHERE e.sid = (SELECT sid FROM streams WHERE stream_id = ?) AND e.version > ? "
+            "ORDER BY e.version LIMIT ?",
             (stream_id, after, -1 if limit is None else limit),
         )
         return list(map(Record._make, rows))
 
     def read_payloads(self, stream_id: str, type_name: str, upto: int | None = None) -> list[str]:
         rows = self._query(
-            "SELECT payload FROM events WHERE stream_id = ? AND version <= ? AND type = ? ORDER BY version",
+            "SELECT payload FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = ?) "
+            "AND version <= ? AND type = (SELECT code FROM event_types WHERE name = ?) ORDER BY version",
             (stream_id, (1 << 62) if upto is None else upto, type_name),
         )
         return [row[0] for row in rows]
 
     def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
-        if tenant is None:
-            rows = self._query(
-                f"SELECT {_RECORD_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
-                (after, -1 if limit is None else limit),
-            )
-        else:
-            rows = self._query(
-                f"SELECT {_RECORD_COLUMNS} FROM events WHERE position > ? AND tenant = ? "
-                "ORDER BY position LIMIT ?",
-                (after, tenant, -1 if limit is None else limit),
-            )
+        where = "e.position > ?" if tenant is None else "e.position > ? AND s.tenant = ?"
+        params: tuple[Any, ...] = (after,) if tenant is None else (after, tenant)
+        rows = self._query(
+            f"{RECORD_SELECT} WHERE {where} ORDER BY e.position LIMIT ?", (*params, -1 if limit is None else limit)
+        )
         return list(map(Record._make, rows))
 
     def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
@@ -306,8 +506,8 @@ class SQLiteRecorder:
             after = page[-1].position
 
     def get_head(self, stream_id: str) -> StreamHead | None:
-        rows = self._query(f"SELECT {_HEAD_COLUMNS} FROM streams WHERE stream_id = ?", (stream_id,))
-        return StreamHead(*rows[0]) if rows else None
+        rows = self._query(f"{HEAD_SELECT} WHERE s.stream_id = ?", (stream_id,))
+        return StreamHead(*rows[0][1:]) if rows else None
 
     def list_heads(
         self,
@@ -317,24 +517,23 @@ class SQLiteRecorder:
         status: Sequence[str] | None = None,
         conversation_id: str | None = None,
     ) -> list[StreamHead]:
-        where = ["kind = ?"]
+        where = ["s.kind = ?"]
         params: list[Any] = [kind]
         if tenant is not None:
-            where.append("tenant = ?")
+            where.append("s.tenant = ?")
             params.append(tenant)
         if status:
-            where.append(f"status IN ({','.join('?' * len(status))})")
+            where.append(f"s.status IN ({','.join('?' * len(status))})")
             params.extend(status)
         if conversation_id is not None:
-            where.append("conversation_id = ?")
+            where.append("s.conversation_id = ?")
             params.append(conversation_id)
         params.append(-1 if limit is None else limit)
         rows = self._query(
-            f"SELECT {_HEAD_COLUMNS} FROM streams WHERE {' AND '.join(where)} "
-            "ORDER BY created_at, stream_id LIMIT ?",
+            f"{HEAD_SELECT} WHERE {' AND '.join(where)} ORDER BY s.created_at, s.stream_id LIMIT ?",
             params,
         )
-        return [StreamHead(*row) for row in rows]
+        return [StreamHead(*row[1:]) for row in rows]
 
     def last_position(self) -> int:
         rows = self._query("SELECT COALESCE(MAX(position), 0) FROM events", ())

@@ -81,9 +81,7 @@ def open_store(
 
         recorder = PostgresRecorder(url, **options)
     else:
-        raise ValidationError(
-            "url", f"unknown scheme {parts.scheme!r}: use sqlite:///, memory:// or postgresql://"
-        )
+        raise ValidationError("url", f"unknown scheme {parts.scheme!r}: use sqlite:///, memory:// or postgresql://")
     if signing_key is None and os.environ.get(SIGNING_KEY_ENV):
         signing_key = os.environ[SIGNING_KEY_ENV].encode("utf-8")
     if codec is None:

@@ -15,34 +15,45 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 
 from .chain import GENESIS, event_hash
 from .errors import ConcurrencyError, ConflictError, NotFoundError, ValidationError
-from .events import Event
-from .recorder import CALL_SEPARATOR, NewRecord, StreamHead, WriteTransaction
+from .events import Event, event_class
+from .recorder import CALL_SEPARATOR, NewRecord, Record, StreamHead, WriteTransaction
 
 if TYPE_CHECKING:
     from .log import Store
 
-__all__ = ["FORBIDDEN_IN_IDS", "MAX_ID_LENGTH", "UNCHANGED", "Draft", "Writer", "check_id", "new_id", "now_iso"]
+__all__ = [
+    "FORBIDDEN_IN_IDS",
+    "MAX_ID_LENGTH",
+    "UNCHANGED",
+    "Draft",
+    "Writer",
+    "check_id",
+    "event_id_for",
+    "new_id",
+    "now_iso",
+    "version_in_id",
+]
 
 MAX_ID_LENGTH = 512
 UNCHANGED: Any = object()
 
 
-@dataclass(frozen=True)
-class Draft:
-    """An event to append: its class, its payload and an optional idempotency key."""
+class Draft(NamedTuple):
+    """An event to append: its class, its payload and an optional idempotency key.
+
+    A named tuple: every appended message builds one, and a tuple is several
+    times cheaper to build than a frozen dataclass.
+    """
 
     cls: type[Event]
     payload: dict[str, Any]
     key: str | None = None
     label: str | None = None
-    new_key: bool = False
-    """The key was minted just now (a random id), so it cannot be stored yet: no lookup."""
 
 
 def now_iso() -> str:
@@ -56,6 +67,29 @@ FORBIDDEN_IN_IDS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 def new_id() -> str:
     """A fresh random id (128 bits, hex)."""
     return os.urandom(16).hex()
+
+
+_VERSION_IN_ID = 1 << 32
+_OWN_ID = re.compile("[0-9a-f]{32}")
+
+
+def event_id_for(version: int) -> str:
+    """A new event's id: 96 random bits, then its version in the stream (32 hex digits in all).
+
+    The version makes an event findable by its id through the ``(stream, version)``
+    index, which is how an id-less message (whose id is its event id) is found again
+    when a client sends that id back, without an index of event ids.
+    """
+    if version >= _VERSION_IN_ID:
+        return new_id()
+    return os.urandom(12).hex() + f"{version:08x}"
+
+
+def version_in_id(event_id: str) -> int | None:
+    """The version :func:`event_id_for` put in an id, or None when it cannot be one of ours."""
+    if _OWN_ID.fullmatch(event_id) is None:
+        return None
+    return int(event_id[24:], 16) or None
 
 
 def check_id(value: Any, what: str) -> str:
@@ -153,12 +187,12 @@ class Writer:
         head = self.head(stream_id)
         if head is None:
             raise NotFoundError(f"conversation {_conversation_of(stream_id)!r} does not exist")
-        encoded = [store._encode_payload(head.conversation_id, d) for d in drafts]
+        stored = [_stored_payload(d) for d in drafts]
+        encoded = [store._encode_payload(head.conversation_id, d, p) for d, p in zip(drafts, stored, strict=True)]
         keys = [d.key for d in drafts if d.key is not None]
         if len(set(keys)) != len(keys):
             raise ConflictError(f"the same id appears twice in one batch for {head.conversation_id!r}")
-        lookup = [d.key for d in drafts if d.key is not None and not d.new_key]
-        existing = self._tx.records_by_keys(stream_id, lookup) if lookup else {}
+        existing = self._stored_keys(stream_id, keys) if keys else {}
         results: list[Event | None] = [None] * len(drafts)
         fresh: list[int] = []
         for i, draft in enumerate(drafts):
@@ -166,7 +200,9 @@ class Writer:
             if old is None:
                 fresh.append(i)
                 continue
-            if old.type != draft.cls.TYPE or store._payload_of(old) != json.loads(encoded[i][0]):
+            if old.type != draft.cls.TYPE or _without_key(draft.cls, store._payload_of(old), old) != json.loads(
+                encoded[i][0]
+            ):
                 raise ConflictError(
                     f"id {draft.key!r} in conversation {head.conversation_id!r} was already used for different content"
                 )
@@ -176,12 +212,16 @@ class Writer:
         if expected_version is not None and expected_version != head.version:
             raise ConcurrencyError(head.conversation_id, expected_version, head.version)
         version, prev = head.version, head.head_hash
-        recorded_at = now_iso()
+        at = datetime.now(UTC)
+        recorded_at = at.isoformat()
         new_records = []
         for i in fresh:
-            draft, (_, stored) = drafts[i], encoded[i]
+            draft, (_, text) = drafts[i], encoded[i]
             version += 1
-            event_id = new_id()
+            event_id = event_id_for(version)
+            key = draft.key
+            if key is None and draft.cls.KEY_FIELD is not None and version >= _VERSION_IN_ID:
+                key = event_id  # too far into the stream to be found by version: keep the id as a key
             digest = event_hash(
                 prev,
                 stream_id=stream_id,
@@ -189,10 +229,10 @@ class Writer:
                 event_id=event_id,
                 type_name=draft.cls.TYPE,
                 schema_version=draft.cls.SCHEMA_VERSION,
-                key=draft.key,
+                key=key,
                 recorded_at=recorded_at,
                 tenant=head.tenant,
-                payload=stored,
+                payload=text,
                 signing_key=store.signing_key,
             )
             new_records.append(
@@ -204,9 +244,9 @@ class Writer:
                     event_id,
                     draft.cls.TYPE,
                     draft.cls.SCHEMA_VERSION,
-                    draft.key,
+                    key,
                     recorded_at,
-                    stored,
+                    text,
                     digest,
                 )
             )
@@ -228,7 +268,6 @@ class Writer:
             new_lease,
             head.metadata,
         )
-        at = datetime.fromisoformat(recorded_at)
         for i, rec, pos in zip(fresh, new_records, positions, strict=True):
             envelope: dict[str, Any] = {
                 "event_id": rec.event_id,
@@ -239,11 +278,75 @@ class Writer:
                 "recorded_at": at,
                 "tenant": rec.tenant,
             }
-            results[i] = _built(drafts[i].cls, envelope, json.loads(encoded[i][0]))
+            cls = drafts[i].cls
+            payload = json.loads(encoded[i][0])
+            if cls.KEY_FIELD is not None and cls.KEY_FIELD not in payload:
+                payload[cls.KEY_FIELD] = rec.key if rec.key is not None else rec.event_id
+            results[i] = _built(cls, envelope, payload)
         return [r for r in results if r is not None]
 
+    def _stored_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
+        """The stored records of ``keys``: by the key column, or, for an id-less message's id, by version."""
+        found = self._tx.records_by_keys(stream_id, keys)
+        versions = {}
+        for key in keys:
+            if key not in found:
+                version = version_in_id(key)
+                if version is not None:
+                    versions[version] = key
+        if versions:
+            for rec in self._tx.records_at(stream_id, list(versions)):
+                key = versions[rec.version]
+                if rec.event_id == key and rec.key is None and event_class(rec.type).KEY_FIELD is not None:
+                    found[key] = rec
+        return found
 
-_DATETIME_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+
+def _stored_payload(draft: Draft) -> dict[str, Any]:
+    """The payload as stored: an event's key field is left out when the key column holds it."""
+    field = draft.cls.KEY_FIELD
+    payload = draft.payload
+    if field is not None and field in payload and payload[field] in (draft.key, None):
+        payload = {k: v for k, v in payload.items() if k != field}
+    return payload
+
+
+def _without_key(cls: type[Event], payload: Any, record: Record) -> Any:
+    """A stored payload in today's stored form (older versions kept the key field in it too)."""
+    field = cls.KEY_FIELD
+    if field is not None and isinstance(payload, dict) and payload.get(field) in (record.key, record.event_id):
+        return {k: v for k, v in payload.items() if k != field}
+    return payload
+
+
+class _Spec(NamedTuple):
+    """What building an event of one class without validation needs to know (computed once)."""
+
+    required: frozenset[str]
+    defaults: tuple[tuple[str, Any], ...]
+    datetimes: tuple[str, ...]
+    size: int
+
+
+_SPECS: dict[type[Event], _Spec] = {}
+_set = object.__setattr__
+
+
+def _spec(cls: type[Event]) -> _Spec:
+    spec = _SPECS.get(cls)
+    if spec is None:
+        fields = cls.model_fields
+        spec = _SPECS[cls] = _Spec(
+            frozenset(name for name, f in fields.items() if f.is_required()),
+            tuple((name, f) for name, f in fields.items() if not f.is_required()),
+            tuple(
+                name
+                for name, f in fields.items()
+                if name != "recorded_at" and (f.annotation is datetime or datetime in get_args(f.annotation))
+            ),
+            len(fields),
+        )
+    return spec
 
 
 def _built(cls: type[Event], envelope: dict[str, Any], payload: dict[str, Any]) -> Event:
@@ -251,28 +354,27 @@ def _built(cls: type[Event], envelope: dict[str, Any], payload: dict[str, Any]) 
 
     Its payload went through the event's own checks and JSON on the way in; only
     datetime fields need turning back from their ISO text. A payload that lacks a
-    field (an adapter's own event type, say) takes the validating path instead.
+    required field or has an unknown one (an adapter's own event type, say) takes
+    the validating path instead. Building sets what ``model_construct`` sets, minus
+    its per-call walk over the fields.
     """
-    names = _DATETIME_FIELDS.get(cls)
-    if names is None:
-        names = _DATETIME_FIELDS[cls] = tuple(
-            name
-            for name, f in cls.model_fields.items()
-            if name != "recorded_at" and (f.annotation is datetime or datetime in get_args(f.annotation))
-        )
-    fields = cls.model_fields
-    for name, f in fields.items():
-        if name not in envelope and name not in payload:
-            if f.is_required():
-                return cls.model_validate({**envelope, **payload})
-            payload[name] = f.get_default(call_default_factory=True)
-    if len(envelope) + len(payload) != len(fields):
+    spec = _spec(cls)
+    values = {**envelope, **payload}
+    for name, f in spec.defaults:
+        if name not in values:
+            values[name] = f.get_default(call_default_factory=True)
+    if len(values) != spec.size or not spec.required.issubset(values):
         return cls.model_validate({**envelope, **payload})
-    for name in names:
-        value = payload.get(name)
+    for name in spec.datetimes:
+        value = values[name]
         if isinstance(value, str):
-            payload[name] = datetime.fromisoformat(value)
-    return cls.model_construct(**envelope, **payload)
+            values[name] = datetime.fromisoformat(value)
+    event = cls.__new__(cls)
+    _set(event, "__dict__", values)
+    _set(event, "__pydantic_fields_set__", set(values))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
 
 
 def _conversation_of(stream_id: str) -> str:
