@@ -259,7 +259,7 @@ class Store:
         where = draft.label or draft.cls.TYPE
         text = self._dumps(self._redact(payload), where)
         try:
-            size = len(text.encode("utf-8"))
+            size = len(text) if text.isascii() else len(text.encode("utf-8"))
         except UnicodeEncodeError:
             raise ValidationError(where, "contains invalid unicode (a lone surrogate)") from None
         if size > self.max_event_bytes:

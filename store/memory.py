@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 
 from .errors import ConflictError
 from .recorder import NewRecord, Record, StreamHead
@@ -58,7 +57,7 @@ class _Tx:
             stream = [*self._rec._streams.get(new.stream_id, []), *self.records]
             if any(r.stream_id == new.stream_id and r.version == new.version for r in stream[-2:]):
                 raise ConflictError(f"stream {new.stream_id!r} has version {new.version} already")
-            rec = Record(self.next_position, *(getattr(new, f) for f in NewRecord.__slots__))
+            rec = Record(self.next_position, *new)
             self.records.append(rec)
             taken_ids.add(new.event_id)
             positions.append(self.next_position)
@@ -76,8 +75,7 @@ class _Tx:
     ) -> None:
         head = self.head(stream_id)
         assert head is not None, stream_id
-        self.heads[stream_id] = replace(
-            head,
+        self.heads[stream_id] = head._replace(
             version=version,
             head_hash=head_hash,
             updated_at=updated_at,

@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any, LiteralString, NoReturn, TypeVar
 
 import psycopg
@@ -257,8 +256,8 @@ class _Tx:
         self._queued.append((_UPDATE_HEAD, (version, head_hash, updated_at, status, lease_until, stream_id)))
         old = self.heads.get(stream_id)
         if old is not None:
-            self.heads[stream_id] = replace(
-                old, version=version, head_hash=head_hash, updated_at=updated_at, status=status, lease_until=lease_until
+            self.heads[stream_id] = old._replace(
+                version=version, head_hash=head_hash, updated_at=updated_at, status=status, lease_until=lease_until
             )
 
     def commit(self) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 __all__ = [
@@ -44,9 +43,11 @@ def side_stream_id(conversation_id: str, name: str) -> str:
     return f"{conversation_id}{CALL_SEPARATOR}{name}"
 
 
-@dataclass(frozen=True, slots=True)
-class StreamHead:
-    """One stream's head: where it stands and, for tool calls, its status and lease deadline."""
+class StreamHead(NamedTuple):
+    """One stream's head: where it stands and, for tool calls, its status and lease deadline.
+
+    A named tuple (cheap to build: every append moves a head); ``_replace`` makes a changed copy.
+    """
 
     stream_id: str
     conversation_id: str
@@ -62,12 +63,14 @@ class StreamHead:
 
     def as_row(self) -> tuple[object, ...]:
         """The values in column order (the backends' ``streams`` columns follow the fields)."""
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return tuple(self)
 
 
-@dataclass(frozen=True, slots=True)
-class NewRecord:
-    """An event on its way into the log (it has no global position yet)."""
+class NewRecord(NamedTuple):
+    """An event on its way into the log (it has no global position yet).
+
+    A named tuple like :class:`Record`: every append builds one per event.
+    """
 
     stream_id: str
     version: int
@@ -83,7 +86,7 @@ class NewRecord:
 
     def as_row(self) -> tuple[object, ...]:
         """The values in column order (the backends' ``events`` columns, less ``position``)."""
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return tuple(self)
 
 
 class Record(NamedTuple):

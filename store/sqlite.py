@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -268,8 +267,7 @@ class _Tx:
             )
         self.heads[stream_id] = (
             sid,
-            replace(
-                head,
+            head._replace(
                 version=version,
                 head_hash=head_hash,
                 updated_at=updated_at,

@@ -178,19 +178,31 @@ def hex_text(value: bytes | str) -> str:
 
 
 def stored_time(text: str) -> int | str:
-    """An ISO-8601 UTC time as microseconds since the epoch when the SQL above reproduces it exactly."""
+    """An ISO-8601 UTC time as microseconds since the epoch when the SQL above reproduces it exactly.
+
+    That is the form ``datetime.isoformat()`` gives an aware UTC time from 1970 on:
+    ``YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00``, the fraction present exactly when non-zero.
+    """
     global _last_time
     last, value = _last_time
     if text == last:
         return value
     value = text
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        at = None
-    if at is not None and at.utcoffset() == timedelta(0) and 1970 <= at.year <= 9999:
-        micros = (at - _EPOCH) // _MICRO
-        if (_EPOCH + micros * _MICRO).isoformat() == text:
-            value = micros
+    size = len(text)
+    if (
+        ((size == 32 and text[19] == ".") or size == 25)
+        and text.endswith("+00:00")
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[10] == "T"
+        and text[13] == ":"
+        and text[16] == ":"
+    ):
+        try:
+            at = datetime.fromisoformat(text)
+        except ValueError:
+            at = None
+        if at is not None and at.year >= 1970 and (at.microsecond == 0) == (size == 25):
+            value = (at - _EPOCH) // _MICRO
     _last_time = (text, value)
     return value

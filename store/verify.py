@@ -3,14 +3,24 @@
 Every stream (a conversation, each of its tool calls, each side stream) carries
 its own chain (see :mod:`chatledger.store.chain`). :func:`verify` walks each
 stream in version order, recomputes every hash from what is stored and
-compares it with the stored hash and with the stream's head row, reporting the
+compares it with the stored hash and with the stream's head, reporting the
 first problem of each broken stream. It reads only stored text, never decodes a
 payload, so it works on encrypted and erased conversations alike.
 
+Where the head lives depends on the backend. PostgreSQL and memory keep a head
+row (version and last hash) beside the events, so a deleted tail or a deleted
+head row shows inside the database. SQLite keeps no head row: a stream's head
+is its last event, so from inside the file alone a stream that lost its last
+events, or whose ``streams`` row is gone, looks whole (the file's triggers
+refuse such deletes; only someone who drops them can do it). Heads kept
+elsewhere (:func:`heads`, passed back as ``kept=``) catch those on every backend.
+
 What a report says, per broken stream (``kind``):
 
-- ``changed``: a stored event (or the head row) no longer matches its hash.
-- ``removed``: a version is missing, or the head says there are more events than stored.
+- ``changed``: a stored event (or the head row) no longer matches its hash, or
+  the event at a kept head's version no longer has the kept hash.
+- ``removed``: a version is missing, the head says there are more events than
+  stored, or a kept conversation is gone or shorter than its kept head.
 - ``inserted``: an event was added that the chain never linked (mid-stream or past the head).
 - ``reordered``: versions no longer follow the order events were written in.
 
@@ -33,7 +43,7 @@ from .recorder import CALL_SEPARATOR, Record, StreamHead
 if TYPE_CHECKING:
     from .log import Store
 
-__all__ = ["ChainProblem", "VerifyReport", "heads", "verify"]
+__all__ = ["ChainProblem", "Kept", "VerifyReport", "heads", "verify"]
 
 Progress = Callable[[Sequence[str]], Iterable[str]]
 
@@ -51,18 +61,19 @@ class ChainProblem:
 
     def describe(self) -> str:
         """One line for humans: stream, version, position and what is wrong."""
-        where = f"position {self.position}" if self.position is not None else "head row"
+        where = f" (position {self.position})" if self.position is not None else ""
         stream = self.stream_id.replace(CALL_SEPARATOR, "/")
-        return f"{stream} version {self.version} ({where}): {self.kind}: {self.detail}"
+        return f"{stream} version {self.version}{where}: {self.kind}: {self.detail}"
 
 
 @dataclass
 class VerifyReport:
-    """The outcome of :func:`verify`: how much was checked and the problems found."""
+    """The outcome of :func:`verify`: how much was checked (streams, events, kept heads) and the problems found."""
 
     streams: int = 0
     events: int = 0
     signed: bool = False
+    kept: int = 0
     problems: list[ChainProblem] = field(default_factory=list)
 
     @property
@@ -83,6 +94,7 @@ class VerifyReport:
             "streams": self.streams,
             "events": self.events,
             "signed": self.signed,
+            "kept": self.kept,
             "problems": [asdict(p) for p in self.problems],
         }
 
@@ -216,23 +228,85 @@ def _stream_ids(store: Store, conversation_id: str | None) -> list[str]:
     return list(seen)
 
 
-def verify(store: Store, conversation_id: str | None = None, *, progress: Progress | None = None) -> VerifyReport:
+Kept = Iterable[tuple[str, str, int]]
+"""Heads kept elsewhere, as :func:`heads` returns them: ``(conversation_id, head_hash, version)``."""
+
+
+def check_kept(conversation_id: str, head_hash: str, version: int, records: Sequence[Record]) -> ChainProblem | None:
+    """How a conversation whose chain holds departs from a head kept earlier, or None when it still has it.
+
+    A chain only grows: the kept version must still be stored, with the kept hash.
+
+    Args:
+        conversation_id: the conversation (its own stream).
+        head_hash: the hash its head had when it was kept.
+        version: the version its head had when it was kept.
+        records: its stored events in version order, already checked to form an intact chain.
+    """
+    stored = len(records)
+    if version > stored:
+        return ChainProblem(
+            conversation_id,
+            conversation_id,
+            stored + 1,
+            None,
+            "removed",
+            f"the kept head is version {version}, {stored} events are stored",
+        )
+    if version > 0 and records[version - 1].hash != head_hash:
+        rec = records[version - 1]
+        return ChainProblem(
+            conversation_id,
+            conversation_id,
+            version,
+            rec.position,
+            "changed",
+            "the event at the kept head's version no longer has the kept hash: the conversation was "
+            "rewritten with a recomputed chain, or rolled back and written again",
+        )
+    return None
+
+
+def _gone(conversation_id: str, version: int) -> ChainProblem:
+    return ChainProblem(
+        conversation_id,
+        conversation_id,
+        1,
+        None,
+        "removed",
+        f"the conversation is gone (its kept head is version {version})",
+    )
+
+
+def verify(
+    store: Store,
+    conversation_id: str | None = None,
+    *,
+    progress: Progress | None = None,
+    kept: Kept | None = None,
+) -> VerifyReport:
     """Check the hash chains of this tenant's streams, or of one conversation's streams.
 
     Args:
         store: the store (its tenant and signing key are used).
         conversation_id: only this conversation (and its tool-call and side streams).
         progress: wraps the list of stream ids being checked (the CLI draws a bar with it).
+        kept: heads of this tenant's conversations kept earlier (what :func:`heads` returned).
+            Each kept conversation (only ``conversation_id`` when given) must still exist,
+            hold at least the kept version and have the kept hash there; a conversation
+            whose chain is already broken is reported once, for the break.
 
     Returns:
         A report with the first problem of each broken stream.
 
     Raises:
-        NotFoundError: ``conversation_id`` does not exist for this tenant.
+        NotFoundError: ``conversation_id`` does not exist for this tenant and is not
+            among the kept heads (a kept one that is gone is reported as removed).
     """
-    if conversation_id is not None:
+    expected = {c: (h, v) for c, h, v in kept or () if conversation_id is None or c == conversation_id}
+    if conversation_id is not None and conversation_id not in expected:
         store.conversation(conversation_id)
-    report = VerifyReport(signed=store.signing_key is not None)
+    report = VerifyReport(signed=store.signing_key is not None, kept=len(expected))
     streams = _stream_ids(store, conversation_id)
     for stream_id in progress(streams) if progress else streams:
         head = store.recorder.get_head(stream_id)
@@ -242,8 +316,12 @@ def verify(store: Store, conversation_id: str | None = None, *, progress: Progre
         report.streams += 1
         report.events += len(records)
         found = check_stream(stream_id, head, records, store.signing_key)
+        held = expected.pop(stream_id, None)
+        if found is None and held is not None:
+            found = check_kept(stream_id, *held, records)
         if found is not None:
             report.problems.append(found)
+    report.problems += [_gone(c, v) for c, (_, v) in expected.items()]
     return report
 
 

@@ -187,78 +187,76 @@ class Writer:
         head = self.head(stream_id)
         if head is None:
             raise NotFoundError(f"conversation {_conversation_of(stream_id)!r} does not exist")
-        stored = [_stored_payload(d) for d in drafts]
-        encoded = [store._encode_payload(head.conversation_id, d, p) for d, p in zip(drafts, stored, strict=True)]
+        conv = head.conversation_id
+        encoded = [store._encode_payload(conv, d, _stored_payload(d)) for d in drafts]
         keys = [d.key for d in drafts if d.key is not None]
-        if len(set(keys)) != len(keys):
-            raise ConflictError(f"the same id appears twice in one batch for {head.conversation_id!r}")
-        existing = self._stored_keys(stream_id, keys) if keys else {}
+        existing: dict[str, Record] = {}
+        if keys:
+            if len(set(keys)) != len(keys):
+                raise ConflictError(f"the same id appears twice in one batch for {conv!r}")
+            existing = self._stored_keys(stream_id, keys)
         results: list[Event | None] = [None] * len(drafts)
         fresh: list[int] = []
         for i, draft in enumerate(drafts):
-            old = existing.get(draft.key) if draft.key is not None else None
+            old = existing.get(draft.key) if existing and draft.key is not None else None
             if old is None:
                 fresh.append(i)
                 continue
             if old.type != draft.cls.TYPE or _without_key(draft.cls, store._payload_of(old), old) != json.loads(
                 encoded[i][0]
             ):
-                raise ConflictError(
-                    f"id {draft.key!r} in conversation {head.conversation_id!r} was already used for different content"
-                )
+                raise ConflictError(f"id {draft.key!r} in conversation {conv!r} was already used for different content")
             results[i] = store.decode(old)
         if not fresh:
             return [r for r in results if r is not None]
         if expected_version is not None and expected_version != head.version:
-            raise ConcurrencyError(head.conversation_id, expected_version, head.version)
-        version, prev = head.version, head.head_hash
+            raise ConcurrencyError(conv, expected_version, head.version)
+        version, prev, tenant, signing_key = head.version, head.head_hash, head.tenant, store.signing_key
         at = datetime.now(UTC)
         recorded_at = at.isoformat()
         new_records = []
         for i in fresh:
-            draft, (_, text) = drafts[i], encoded[i]
+            cls, key, text = drafts[i].cls, drafts[i].key, encoded[i][1]
             version += 1
             event_id = event_id_for(version)
-            key = draft.key
-            if key is None and draft.cls.KEY_FIELD is not None and version >= _VERSION_IN_ID:
+            if key is None and cls.KEY_FIELD is not None and version >= _VERSION_IN_ID:
                 key = event_id  # too far into the stream to be found by version: keep the id as a key
-            digest = event_hash(
+            prev = event_hash(
                 prev,
                 stream_id=stream_id,
                 version=version,
                 event_id=event_id,
-                type_name=draft.cls.TYPE,
-                schema_version=draft.cls.SCHEMA_VERSION,
+                type_name=cls.TYPE,
+                schema_version=cls.SCHEMA_VERSION,
                 key=key,
                 recorded_at=recorded_at,
-                tenant=head.tenant,
+                tenant=tenant,
                 payload=text,
-                signing_key=store.signing_key,
+                signing_key=signing_key,
             )
             new_records.append(
                 NewRecord(
                     stream_id,
                     version,
-                    head.conversation_id,
-                    head.tenant,
+                    conv,
+                    tenant,
                     event_id,
-                    draft.cls.TYPE,
-                    draft.cls.SCHEMA_VERSION,
+                    cls.TYPE,
+                    cls.SCHEMA_VERSION,
                     key,
                     recorded_at,
                     text,
-                    digest,
+                    prev,
                 )
             )
-            prev = digest
         positions = self._tx.insert(new_records)
         new_status = head.status if status is UNCHANGED else status
         new_lease = head.lease_until if lease_until is UNCHANGED else lease_until
         self._tx.update_head(stream_id, version, prev, recorded_at, new_status, new_lease)
         self._heads[stream_id] = StreamHead(
-            head.stream_id,
-            head.conversation_id,
-            head.tenant,
+            stream_id,
+            conv,
+            tenant,
             head.kind,
             version,
             prev,
@@ -268,20 +266,20 @@ class Writer:
             new_lease,
             head.metadata,
         )
-        for i, rec, pos in zip(fresh, new_records, positions, strict=True):
-            envelope: dict[str, Any] = {
-                "event_id": rec.event_id,
-                "conversation_id": rec.conversation_id,
-                "stream_id": rec.stream_id,
-                "version": rec.version,
-                "position": pos,
-                "recorded_at": at,
-                "tenant": rec.tenant,
-            }
+        for i, rec, position in zip(fresh, new_records, positions, strict=True):
             cls = drafts[i].cls
             payload = json.loads(encoded[i][0])
             if cls.KEY_FIELD is not None and cls.KEY_FIELD not in payload:
                 payload[cls.KEY_FIELD] = rec.key if rec.key is not None else rec.event_id
+            envelope = {
+                "event_id": rec.event_id,
+                "conversation_id": conv,
+                "stream_id": stream_id,
+                "version": rec.version,
+                "position": position,
+                "recorded_at": at,
+                "tenant": tenant,
+            }
             results[i] = _built(cls, envelope, payload)
         return [r for r in results if r is not None]
 
