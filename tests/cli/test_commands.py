@@ -141,15 +141,30 @@ def test_replay_exits_1_at_the_divergence(db: Path) -> None:
     assert "diverged at position 1" in done.stderr and done.stderr.count("\n") == 1
 
 
-def test_verify_detects_a_tampered_file(db: Path) -> None:
-    """`verify` passes on an intact file and exits 1 after a payload is changed behind its back."""
+def test_verify_detects_a_tampered_file(db: Path, tmp_path: Path) -> None:
+    """`verify` passes on an intact file and exits 1 after a payload is changed behind its back.
+
+    The file refuses the change until its append-only trigger is dropped; `--against`
+    the heads kept before compares them too.
+    """
     assert as_json(run(db, "verify", "--json"))["ok"] is True
+    kept = tmp_path / "heads.json"
+    kept.write_text(run(db, "verify", "--heads", "--json").stdout, encoding="utf-8")
+    edit = (
+        "UPDATE events SET payload = replace(payload, 'noon', 'midnight') "
+        "WHERE type = (SELECT code FROM event_types WHERE name = 'message.appended')"
+    )
     conn = sqlite3.connect(db)
-    conn.execute("UPDATE events SET payload = replace(payload, 'noon', 'midnight') WHERE type = 'message.appended'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute(edit)
+    conn.execute("DROP TRIGGER events_no_update")
+    assert conn.execute(edit).rowcount > 0
     conn.commit()
     conn.close()
     done = run(db, "verify", check=1)
-    assert "conv-1" in done.stdout + done.stderr
+    assert "BROKEN conv-1" in done.stdout
+    against = as_json(run(db, "verify", "--against", str(kept), "--json", check=1))
+    assert against["kept"] == 2 and [p["conversation_id"] for p in against["problems"]] == ["conv-1"]
 
 
 def test_search_rebuild_and_subscriptions(db: Path) -> None:

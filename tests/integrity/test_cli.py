@@ -52,6 +52,58 @@ def test_verify_heads_lists_each_conversation(tmp_path: Path, capsys: pytest.Cap
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_verify_against_kept_heads_names_what_the_file_cannot_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify --against the kept --heads --json names a deleted last event that verify alone cannot see; exit 1."""
+    path = tmp_path / "chat.db"
+    url = f"sqlite:///{path}"
+    kept = tmp_path / "heads.json"
+    with open_store(url) as store:
+        build(store)
+    assert main(["--db", url, "verify", "--heads", "--json"]) == 0
+    kept.write_text(capsys.readouterr().out, encoding="utf-8")
+    assert main(["--db", url, "verify", "--against", str(kept)]) == 0
+    assert capsys.readouterr().out.endswith("(unsigned chains), 2 kept heads compared\n")
+    tamper_sqlite(
+        str(path), ["DELETE FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = 'c1') AND version = 5"]
+    )
+    assert main(["--db", url, "verify"]) == 0
+    capsys.readouterr()
+    assert main(["--db", url, "verify", "--against", str(kept)]) == 1
+    out, err = capsys.readouterr()
+    assert "BROKEN c1 version 5: removed: the kept head is version 5, 4 events are stored" in out and err == ""
+    assert main(["--db", url, "verify", "c2", "--against", str(kept)]) == 0
+    capsys.readouterr()
+    assert main(["--db", url, "verify", "--against", str(kept), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["kept"]) == (False, 2)
+    assert [(p["stream_id"], p["version"], p["kind"], p["position"]) for p in report["problems"]] == [
+        ("c1", 5, "removed", None)
+    ]
+
+
+def test_verify_against_refuses_a_file_that_is_not_kept_heads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing file, bad JSON or other JSON is one error line and exit 1; --against with --heads is a usage error."""
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    with open_store(url) as store:
+        build(store)
+    other = tmp_path / "other.json"
+    for text in ("not json", '{"ok": true}', '[{"id": "c1", "head_hash": "00", "version": "5"}]'):
+        other.write_text(text, encoding="utf-8")
+        assert main(["--db", url, "verify", "--against", str(other)]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("chatledger: error: --against:") and err.count("\n") == 1
+    assert main(["--db", url, "verify", "--against", str(tmp_path / "nope.json")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["--db", url, "verify", "--heads", "--against", str(other)])
+    assert usage.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
+
+
 def test_erase_needs_confirmation_and_a_master_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,8 @@ from chatledger.store.crypto import EncryptingCodec, erase, erase_tenant, genera
 from chatledger.store.errors import ErasedError
 from chatledger.store.keys import key_store_for
 
+from .scenario import unguarded
+
 MakeStore = Callable[..., Store]
 KEY = os.urandom(32)
 
@@ -96,17 +98,16 @@ def test_a_wrong_master_key_or_no_key_cannot_read(make_store: MakeStore) -> None
 
 
 def test_altered_ciphertext_is_an_integrity_error(tmp_path: Path) -> None:
-    """A flipped ciphertext byte fails both decryption and verify."""
-    import sqlite3
-
+    """A flipped ciphertext byte, written into the file with its triggers dropped, fails decryption and verify."""
     path = tmp_path / "chat.db"
     store = open_store(f"sqlite:///{path}", encryption=KEY)
     store.start_conversation("c1", messages=[{"role": "user", "content": "hello"}])
-    conn = sqlite3.connect(path, isolation_level=None)
-    payload = conn.execute("SELECT payload FROM events WHERE version = 2").fetchone()[0]
+    where = "sid = (SELECT sid FROM streams WHERE stream_id = 'c1') AND version = 2"
+    conn = unguarded(str(path))
+    payload = conn.execute(f"SELECT payload FROM events WHERE {where}").fetchone()[0]
     blob = bytearray(base64.b64decode(payload[len("enc:v1:") :]))
     blob[20] ^= 1
-    conn.execute("UPDATE events SET payload = ? WHERE version = 2", ("enc:v1:" + base64.b64encode(blob).decode(),))
+    conn.execute(f"UPDATE events SET payload = ? WHERE {where}", ("enc:v1:" + base64.b64encode(blob).decode(),))
     conn.close()
     with pytest.raises(IntegrityError, match="altered"):
         store.messages("c1")

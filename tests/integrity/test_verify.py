@@ -7,61 +7,150 @@ from pathlib import Path
 
 import pytest
 
-from chatledger.store import IntegrityError, NotFoundError, open_store
+from chatledger.store import IntegrityError, NotFoundError, Store, open_store
 from chatledger.store.chain import GENESIS, event_hash
-from chatledger.store.verify import heads, verify
+from chatledger.store.verify import ChainProblem, heads, verify
 
-from .scenario import SIDE, TAMPERS, Tamper, build, tamper_postgres, tamper_sqlite
+from .scenario import SIDE, TAMPERS, Found, Tamper, build, sqlite_rows, tamper_postgres, tamper_sqlite, unguarded
 
 
-def _expect(report_problems: list, tamper: Tamper) -> None:
+def _expect(report_problems: list[ChainProblem], found: Found) -> None:
     assert len(report_problems) == 1, [p.describe() for p in report_problems]
     problem = report_problems[0]
     assert (problem.stream_id, problem.kind, problem.version) == (
-        tamper.stream_id,
-        tamper.kind,
-        tamper.version,
+        found.stream_id,
+        found.kind,
+        found.version,
     ), problem.describe()
     assert problem.conversation_id == "c1"
 
 
 @pytest.mark.parametrize("tamper", TAMPERS, ids=[t.name for t in TAMPERS])
 def test_sqlite_tampering_is_named(tmp_path: Path, tamper: Tamper) -> None:
-    """Each edit made directly to the SQLite file is reported on its stream, at its version, by kind."""
+    """Each edit made to the SQLite file, its triggers dropped, is named by stream, version and kind.
+
+    verify alone names what the file shows and reports nothing where the file looks
+    whole (a lost tail, a lost streams row, a stream moved to another tenant); with the
+    heads kept before the edit, every one is named.
+    """
     path = str(tmp_path / "chat.db")
     with open_store(f"sqlite:///{path}") as store:
         build(store)
-        assert verify(store).ok
-        tamper_sqlite(path, tamper.statements)
-        report = verify(store)
+        kept = heads(store)
+        assert verify(store, kept=kept).ok
+        tamper_sqlite(path, tamper.sqlite)
+        alone = verify(store)
+        if tamper.in_file is None:
+            assert alone.problems == []
+        else:
+            _expect(alone.problems, tamper.in_file)
+        report = verify(store, kept=kept)
         assert not report.ok
-        _expect(report.problems, tamper)
+        _expect(report.problems, tamper.with_kept)
         with pytest.raises(IntegrityError, match="c1"):
             report.raise_if_broken()
 
 
 @pytest.mark.parametrize("tamper", TAMPERS, ids=[t.name for t in TAMPERS])
 def test_postgres_tampering_is_named(postgres_url: str, tamper: Tamper) -> None:
-    """Each edit made directly to the PostgreSQL tables is reported on its stream, at its version, by kind."""
+    """Each edit made directly to the PostgreSQL tables is reported on its stream, at its version, by kind.
+
+    The head rows show every one of them; kept heads add nothing for a stream already broken.
+    """
     pytest.importorskip("chatledger.store.postgres")
     with open_store(postgres_url) as store:
         build(store)
+        kept = heads(store)
         assert verify(store).ok
-        tamper_postgres(postgres_url, tamper.statements)
-        report = store.verify()
-        _expect(report.problems, tamper)
+        tamper_postgres(postgres_url, tamper.postgres)
+        _expect(store.verify().problems, tamper.found)
+        _expect(verify(store, kept=kept).problems, tamper.found)
+
+
+def test_sqlite_file_refuses_updates_and_deletes_of_the_log(tmp_path: Path) -> None:
+    """An UPDATE or DELETE of an event, or a DELETE of a stream, run on the file fails and changes nothing."""
+    path = str(tmp_path / "chat.db")
+    with open_store(f"sqlite:///{path}") as store:
+        build(store)
+        kept = heads(store)
+        before = sqlite_rows(path), sqlite_rows(path, "streams")
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            for sql in (
+                "UPDATE events SET payload = '{}' WHERE version = 3",
+                "UPDATE events SET version = version + 1",
+                "DELETE FROM events WHERE version = 5",
+                "DELETE FROM events",
+                "DELETE FROM streams WHERE stream_id = 'c1'",
+            ):
+                with pytest.raises(sqlite3.IntegrityError, match=r"append-only|never deleted"):
+                    conn.execute(sql)
+        finally:
+            conn.close()
+        assert (sqlite_rows(path), sqlite_rows(path, "streams")) == before
+        assert verify(store, kept=kept).ok
+
+
+def test_a_conversation_moved_to_another_tenant_breaks_its_chain_there(tmp_path: Path) -> None:
+    """The chain covers the tenant: a SQLite stream moved to another tenant does not verify for that tenant."""
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    with open_store(url) as store:
+        build(store)
+    tamper_sqlite(str(tmp_path / "chat.db"), ["UPDATE streams SET tenant = 'mallory' WHERE stream_id = 'c1'"])
+    with open_store(url, tenant="mallory") as mallory:
+        assert [(p.stream_id, p.kind, p.version) for p in mallory.verify().problems] == [("c1", "changed", 1)]
+
+
+def test_a_rolled_back_and_rewritten_sqlite_conversation_shows_only_against_kept_heads(tmp_path: Path) -> None:
+    """Deleting the last event and appending another leaves a chain that holds; the kept head names version 5."""
+    path = str(tmp_path / "chat.db")
+    url = f"sqlite:///{path}"
+    with open_store(url) as store:
+        build(store)
+        kept = heads(store)
+    tamper_sqlite(
+        path, ["DELETE FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = 'c1') AND version = 5"]
+    )
+    with open_store(url) as store:
+        store.append("c1", [{"role": "user", "content": "something else"}])
+        assert store.verify().ok
+        report = verify(store, kept=kept)
+        assert [(p.stream_id, p.kind, p.version) for p in report.problems] == [("c1", "changed", 5)]
+        assert report.problems[0].position == store.recorder.read_stream("c1")[-1].position
 
 
 def test_intact_log_verifies_on_every_backend(store_url: str, backend: str) -> None:
-    """An untampered log verifies: every stream and event is counted, no problem is found."""
+    """An untampered log verifies, alone and against its heads: every stream and event is counted."""
     with open_store(store_url) as store:
         build(store)
         report = store.verify()
         assert report.ok and report.problems == []
-        assert (report.streams, report.events) == (3, 9)
+        assert (report.streams, report.events, report.kept) == (3, 9, 0)
         one = store.verify("c1")
         assert (one.streams, one.events) == (2, 7)
-        assert {h[0]: h[2] for h in heads(store)} == {"c1": 5, "c2": 2}
+        kept = heads(store)
+        assert {h[0]: h[2] for h in kept} == {"c1": 5, "c2": 2}
+        store.append("c2", [{"role": "user", "content": "the log grows"}])
+        against = verify(store, kept=kept)
+        assert against.ok and (against.streams, against.events, against.kept) == (3, 10, 2)
+        assert verify(store, "c1", kept=kept).kept == 1
+
+
+def test_kept_heads_name_gone_shorter_and_changed_conversations_on_every_backend(store_url: str, backend: str) -> None:
+    """A kept conversation that is not stored is removed; one shorter than kept is removed; another hash is changed."""
+    with open_store(store_url) as store:
+        build(store)
+        (c1, c1_hash, _), (c2, _, c2_version) = heads(store)
+        kept = [(c1, c1_hash, 9), (c2, "ab" * 32, c2_version), ("c9", "cd" * 32, 3)]
+        report = verify(store, kept=kept)
+        found = [(p.stream_id, p.kind, p.version, p.position is None) for p in report.problems]
+        assert found == [("c1", "removed", 6, True), ("c2", "changed", 2, False), ("c9", "removed", 1, True)]
+        assert "kept head is version 9, 5 events are stored" in report.problems[0].describe()
+        assert report.problems[1].position == store.recorder.read_stream("c2")[-1].position
+        assert [(p.stream_id, p.kind) for p in verify(store, "c9", kept=kept).problems] == [("c9", "removed")]
+        assert verify(store, "c1", kept=[("c9", "cd" * 32, 3)]).ok
+        with pytest.raises(NotFoundError):
+            verify(store, "c9", kept=[])
 
 
 def test_verify_one_conversation_only_reports_its_streams(tmp_path: Path) -> None:
@@ -69,37 +158,45 @@ def test_verify_one_conversation_only_reports_its_streams(tmp_path: Path) -> Non
     path = str(tmp_path / "chat.db")
     with open_store(f"sqlite:///{path}") as store:
         build(store)
-        tamper_sqlite(path, ["DELETE FROM events WHERE stream_id = 'c2' AND version = 2"])
+        tamper_sqlite(
+            path, ["DELETE FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = 'c2') AND version = 1"]
+        )
         assert store.verify("c1").ok
         assert [p.stream_id for p in store.verify("c2").problems] == ["c2"]
         with pytest.raises(NotFoundError):
             store.verify("nope")
 
 
-def _forge(path: str, key: bytes | None) -> None:
-    """Change c1's second message and recompute its whole chain and head, with ``key``."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    cols = "position, stream_id, version, event_id, type, schema_version, key, recorded_at, tenant, payload"
-    rows = conn.execute(f"SELECT {cols} FROM events WHERE stream_id = 'c1' ORDER BY version").fetchall()
+def _forge(path: str, store: Store, key: bytes | None) -> None:
+    """Change c1's second message in the SQLite file and recompute its whole chain with ``key``.
+
+    The text forms the chain covers are read through the recorder; hashes are written
+    back in the file's stored form (32 bytes).
+    """
     prev = GENESIS
-    for pos, stream, version, event_id, type_name, schema, k, at, tenant, payload in rows:
-        payload = payload.replace("hello 2", "forged!")
-        prev = event_hash(
-            prev,
-            stream_id=stream,
-            version=version,
-            event_id=event_id,
-            type_name=type_name,
-            schema_version=schema,
-            key=k,
-            recorded_at=at,
-            tenant=tenant,
-            payload=payload,
-            signing_key=key,
-        )
-        conn.execute("UPDATE events SET payload = ?, hash = ? WHERE position = ?", (payload, prev, pos))
-    conn.execute("UPDATE streams SET head_hash = ? WHERE stream_id = 'c1'", (prev,))
-    conn.close()
+    conn = unguarded(path)
+    try:
+        for rec in store.recorder.read_stream("c1"):
+            payload = rec.payload.replace("hello 2", "forged!")
+            prev = event_hash(
+                prev,
+                stream_id=rec.stream_id,
+                version=rec.version,
+                event_id=rec.event_id,
+                type_name=rec.type,
+                schema_version=rec.schema_version,
+                key=rec.key,
+                recorded_at=rec.recorded_at,
+                tenant=rec.tenant,
+                payload=payload,
+                signing_key=key,
+            )
+            conn.execute(
+                "UPDATE events SET payload = ?, hash = ? WHERE position = ?",
+                (payload, bytes.fromhex(prev), rec.position),
+            )
+    finally:
+        conn.close()
 
 
 def test_unsigned_chain_can_be_recomputed_by_an_attacker(tmp_path: Path) -> None:
@@ -108,10 +205,12 @@ def test_unsigned_chain_can_be_recomputed_by_an_attacker(tmp_path: Path) -> None
     with open_store(f"sqlite:///{path}") as store:
         build(store)
         kept = heads(store)
-        _forge(path, None)
+        _forge(path, store, None)
         assert store.messages("c1")[1]["content"] == "forged!"
         assert store.verify().ok
         assert heads(store) != kept
+        report = verify(store, kept=kept)
+        assert [(p.stream_id, p.kind, p.version) for p in report.problems] == [("c1", "changed", 5)]
 
 
 def test_signed_chain_recomputed_without_the_key_fails(tmp_path: Path) -> None:
@@ -120,7 +219,7 @@ def test_signed_chain_recomputed_without_the_key_fails(tmp_path: Path) -> None:
     with open_store(f"sqlite:///{path}", signing_key=b"s3cret") as store:
         build(store)
         assert store.verify().ok and store.verify().signed
-        _forge(path, None)
+        _forge(path, store, None)
         report = store.verify()
         assert [(p.stream_id, p.kind, p.version) for p in report.problems] == [("c1", "changed", 1)]
         assert "signing key" in report.problems[0].detail
@@ -131,7 +230,7 @@ def test_signed_chain_recomputed_with_a_wrong_key_fails(tmp_path: Path) -> None:
     path = str(tmp_path / "chat.db")
     with open_store(f"sqlite:///{path}", signing_key=b"s3cret") as store:
         build(store)
-        _forge(path, b"guess")
+        _forge(path, store, b"guess")
         assert [(p.stream_id, p.version) for p in store.verify().problems] == [("c1", 1)]
 
 
