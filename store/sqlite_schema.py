@@ -31,7 +31,9 @@ __all__ = [
     "RECORD_SELECT",
     "SCHEMA",
     "create_schema",
+    "hex_sql",
     "hex_text",
+    "iso_sql",
     "migrate_v1",
     "stored_bytes",
     "stored_time",
@@ -124,11 +126,11 @@ def migrate_v1(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE streams_v1")
 
 
-def _hex(column: str) -> str:
+def hex_sql(column: str) -> str:
     return f"CASE typeof({column}) WHEN 'blob' THEN lower(hex({column})) ELSE {column} END"
 
 
-def _iso(column: str) -> str:
+def iso_sql(column: str) -> str:
     # Python's datetime.isoformat(): no fraction when the microseconds are zero.
     return (
         f"CASE typeof({column}) WHEN 'integer' THEN "
@@ -139,8 +141,8 @@ def _iso(column: str) -> str:
 
 
 RECORD_SELECT = (
-    f"SELECT e.position, s.stream_id, e.version, s.conversation_id, s.tenant, {_hex('e.event_id')}, t.name, "
-    f"e.schema_version, e.key, {_iso('e.recorded_at')}, e.payload, {_hex('e.hash')} "
+    f"SELECT e.position, s.stream_id, e.version, s.conversation_id, s.tenant, {hex_sql('e.event_id')}, t.name, "
+    f"e.schema_version, e.key, {iso_sql('e.recorded_at')}, e.payload, {hex_sql('e.hash')} "
     "FROM events e CROSS JOIN streams s ON s.sid = e.sid CROSS JOIN event_types t ON t.code = e.type"
 )
 """Record columns in :class:`~chatledger.store.recorder.Record` order; append a WHERE clause."""
@@ -149,7 +151,7 @@ GENESIS_SQL = "'" + "0" * 64 + "'"
 
 HEAD_SELECT = (
     "SELECT s.sid, s.stream_id, s.conversation_id, s.tenant, s.kind, COALESCE(l.version, 0), "
-    f"COALESCE({_hex('l.hash')}, {GENESIS_SQL}), s.created_at, COALESCE({_iso('l.recorded_at')}, s.created_at), "
+    f"COALESCE({hex_sql('l.hash')}, {GENESIS_SQL}), s.created_at, COALESCE({iso_sql('l.recorded_at')}, s.created_at), "
     "s.status, s.lease_until, s.metadata FROM streams s LEFT JOIN events l ON l.position = "
     "(SELECT position FROM events WHERE sid = s.sid ORDER BY version DESC LIMIT 1)"
 )

@@ -269,3 +269,43 @@ def test_events_returned_by_an_append_equal_the_stored_ones(store: Store) -> Non
         returned = w.append(side, [Draft(ToolCallClaimed, claim, key="claim")])
     assert returned == store.stream_events(side)
     assert isinstance(returned[0], ToolCallClaimed) and returned[0].lease_expires_at.year == 2030
+
+
+def test_a_message_without_an_id_is_known_by_its_event_id(store: Store) -> None:
+    """An id-less message's id is its event id; sending that id back is a no-op, on every backend."""
+    conv = store.start_conversation()
+    (first,) = store.append(conv, [{"role": "user", "content": "no id given"}])
+    assert first.message_id == first.event_id
+    again = store.append(conv, [{"role": "user", "content": "no id given"}], message_ids=[first.message_id])
+    assert [e.event_id for e in again] == [first.event_id]
+    assert store.version(conv) == 2
+    with pytest.raises(ConflictError):
+        store.append(conv, [{"role": "user", "content": "other text"}], message_ids=[first.message_id])
+    # An id of our shape that names no stored message is an ordinary new client id.
+    lookalike = first.event_id[:24] + "00000007"
+    (other,) = store.append(conv, [{"role": "user", "content": "look-alike id"}], message_ids=[lookalike])
+    assert other.message_id == lookalike and store.version(conv) == 3
+    assert [e.message_id for e in store.events(conv)[1:]] == [first.event_id, lookalike]
+    assert store.verify().ok
+
+
+def test_stale_cached_heads_never_fork_a_conversation(make_store: Callable[..., Store]) -> None:
+    """Two stores on one database append in turn: each one's remembered head is stale every time.
+
+    The one-statement append is refused by the database and redone in a transaction:
+    versions stay contiguous, nothing is lost or doubled, expected_version is judged on the
+    real head, and every chain verifies.
+    """
+    a, b = make_store(), make_store()
+    conv = a.start_conversation()
+    for i in range(20):
+        writer = a if i % 2 == 0 else b
+        (event,) = writer.append(conv, [{"role": "user", "content": f"m{i}"}])
+        assert event.version == i + 2
+    assert [m["content"] for m in a.history(conv)] == [f"m{i}" for i in range(20)]
+    stale = b.version(conv)  # b's own view is current; a's remembered head is one behind b's last append
+    b.append(conv, [{"role": "user", "content": "b moves on"}])
+    with pytest.raises(ConcurrencyError):
+        a.append(conv, [{"role": "user", "content": "late"}], expected_version=stale)
+    a.append(conv, [{"role": "user", "content": "in time"}], expected_version=stale + 1)
+    assert a.version(conv) == stale + 2 and a.verify().ok and b.verify().ok
