@@ -120,15 +120,16 @@ def _phase(url: str, phase: str) -> dict[str, Any]:
         count = 0
         recorder: Any = store.recorder
         if url.startswith("sqlite"):
+            # Every stored column of every event row, as the table holds them (layout 2).
             cur = recorder.connection.execute(
-                "SELECT position, stream_id, version, conversation_id, tenant, event_id, type, schema_version, "
-                "key, recorded_at, payload, hash FROM events ORDER BY position"
+                "SELECT position, sid, version, type, schema_version, event_id, key, recorded_at, payload, hash "
+                "FROM events ORDER BY position"
             )
             while rows := cur.fetchmany(5000):
                 count += len(rows)
                 if decode:
                     for row in rows:
-                        json.loads(row[10])
+                        json.loads(row[8])
         else:
             with recorder.connection() as conn, conn.cursor(name="bench_raw") as cur:
                 cur.itersize = 5000

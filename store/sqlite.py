@@ -37,6 +37,7 @@ from .sqlite_schema import (
     SCHEMA,
     create_schema,
     migrate_v1,
+    record,
     stored_bytes,
     stored_time,
 )
@@ -217,7 +218,7 @@ class _Tx:
                 f"{RECORD_SELECT} WHERE e.sid = ? AND e.{column} IN ({','.join('?' * len(chunk))})",
                 (sid, *chunk),
             ).fetchall()
-            found += map(Record._make, rows)
+            found += map(record, rows)
         return found
 
     def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
@@ -477,7 +478,7 @@ class SQLiteRecorder:
             "ORDER BY e.version LIMIT ?",
             (stream_id, after, -1 if limit is None else limit),
         )
-        return list(map(Record._make, rows))
+        return list(map(record, rows))
 
     def read_payloads(self, stream_id: str, type_name: str, upto: int | None = None) -> list[str]:
         rows = self._query(
@@ -493,7 +494,7 @@ class SQLiteRecorder:
         rows = self._query(
             f"{RECORD_SELECT} WHERE {where} ORDER BY e.position LIMIT ?", (*params, -1 if limit is None else limit)
         )
-        return list(map(Record._make, rows))
+        return list(map(record, rows))
 
     def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
         while True:

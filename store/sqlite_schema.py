@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .recorder import Record
 
 __all__ = [
     "HEAD_SELECT",
@@ -34,7 +37,9 @@ __all__ = [
     "hex_sql",
     "hex_text",
     "iso_sql",
+    "iso_text",
     "migrate_v1",
+    "record",
     "stored_bytes",
     "stored_time",
 ]
@@ -141,11 +146,37 @@ def iso_sql(column: str) -> str:
 
 
 RECORD_SELECT = (
-    f"SELECT e.position, s.stream_id, e.version, s.conversation_id, s.tenant, {hex_sql('e.event_id')}, t.name, "
-    f"e.schema_version, e.key, {iso_sql('e.recorded_at')}, e.payload, {hex_sql('e.hash')} "
+    "SELECT e.position, s.stream_id, e.version, s.conversation_id, s.tenant, e.event_id, t.name, "
+    "e.schema_version, e.key, e.recorded_at, e.payload, e.hash "
     "FROM events e CROSS JOIN streams s ON s.sid = e.sid CROSS JOIN event_types t ON t.code = e.type"
 )
-"""Record columns in :class:`~chatledger.store.recorder.Record` order; append a WHERE clause."""
+"""Record columns in :class:`~chatledger.store.recorder.Record` order, in stored form: pass each row
+to :func:`record`. Append a WHERE clause."""
+
+
+def record(row: tuple[Any, ...]) -> Record:
+    """A :class:`~chatledger.store.recorder.Record` from a row of :data:`RECORD_SELECT`.
+
+    The id, hash and time are turned into text here rather than in SQL: Python's
+    ``bytes.hex`` and a cached time are four times cheaper per row than SQLite's
+    ``hex()`` and ``strftime()``, which matters when a projection rebuild reads the whole log.
+    """
+    event_id, at, digest = row[5], row[9], row[11]
+    return Record(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        event_id.hex() if type(event_id) is bytes else event_id,
+        row[6],
+        row[7],
+        row[8],
+        iso_text(at) if type(at) is int else at,
+        row[10],
+        digest.hex() if type(digest) is bytes else digest,
+    )
+
 
 GENESIS_SQL = "'" + "0" * 64 + "'"
 
@@ -160,6 +191,7 @@ HEAD_SELECT = (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _last_time: tuple[str, int | str] = ("", "")
+_last_iso: tuple[int, str] = (-1, "")
 
 
 def stored_bytes(text: str, size: int) -> bytes | str:
@@ -177,6 +209,16 @@ def stored_bytes(text: str, size: int) -> bytes | str:
 def hex_text(value: bytes | str) -> str:
     """The text form of a stored id or hash (the inverse of :func:`stored_bytes`)."""
     return value.hex() if isinstance(value, bytes) else value
+
+
+def iso_text(micros: int) -> str:
+    """The ISO-8601 text of a stored time (the inverse of :func:`stored_time`); the last one is cached."""
+    global _last_iso
+    if _last_iso[0] == micros:
+        return _last_iso[1]
+    text = (_EPOCH + micros * _MICRO).isoformat()
+    _last_iso = (micros, text)
+    return text
 
 
 def stored_time(text: str) -> int | str:
