@@ -22,7 +22,7 @@ from .events import ConversationStarted, Event, MessageAppended, event_class
 from .messages import pending_tool_calls, validate_message
 from .recorder import Record, Recorder, StreamHead, WriteTransaction
 from .redact import Redactor
-from .verify import Progress, VerifyReport, verify
+from .verify import Kept, Progress, VerifyReport, verify
 from .writer import FORBIDDEN_IN_IDS, UNCHANGED, Draft, Writer, check_id, new_id, now_iso
 
 if TYPE_CHECKING:
@@ -292,9 +292,18 @@ class Store:
 
     # -- integrity ----------------------------------------------------------------------------
 
-    def verify(self, conversation_id: str | None = None, *, progress: Progress | None = None) -> VerifyReport:
-        """Check the hash chains of this tenant's streams (see :func:`chatledger.store.verify.verify`)."""
-        return verify(self, conversation_id, progress=progress)
+    def verify(
+        self,
+        conversation_id: str | None = None,
+        *,
+        progress: Progress | None = None,
+        kept: Kept | None = None,
+    ) -> VerifyReport:
+        """Check the hash chains of this tenant's streams, and against kept heads when given.
+
+        See :func:`chatledger.store.verify.verify`.
+        """
+        return verify(self, conversation_id, progress=progress, kept=kept)
 
     # -- reading ------------------------------------------------------------------------------
 

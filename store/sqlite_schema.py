@@ -16,8 +16,10 @@ hashes, ISO-8601 times, type names); the SQL below converts in the database.
 Values that do not have the compact form (an id that is not 32 lowercase hex
 digits, a time that is not UTC) are stored as text and read back as stored.
 
-Triggers refuse any UPDATE or DELETE of an event: the log is append-only in
-the file itself, not only in the API.
+Triggers refuse any UPDATE or DELETE of an event, the deletion of a stream and
+any change to a stream but its tool-call status and lease: the log is
+append-only in the file itself, not only in the API. Stream ids are never
+reused (``AUTOINCREMENT``), so events can never be adopted by a later stream.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ LAYOUT_VERSION = 2
 
 _STATEMENTS = """
 CREATE TABLE IF NOT EXISTS streams (
-    sid INTEGER PRIMARY KEY,
+    sid INTEGER PRIMARY KEY AUTOINCREMENT,
     stream_id TEXT NOT NULL UNIQUE,
     conversation_id TEXT NOT NULL,
     tenant TEXT NOT NULL,
@@ -85,7 +87,10 @@ BEGIN SELECT RAISE(ABORT, 'chatledger events are append-only: an event is never 
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'chatledger events are append-only: an event is never deleted'); END;
 CREATE TRIGGER IF NOT EXISTS streams_no_delete BEFORE DELETE ON streams
-BEGIN SELECT RAISE(ABORT, 'chatledger streams are never deleted'); END
+BEGIN SELECT RAISE(ABORT, 'chatledger streams are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS streams_fixed BEFORE UPDATE OF sid, stream_id, conversation_id, tenant, kind, created_at,
+metadata ON streams
+BEGIN SELECT RAISE(ABORT, 'chatledger streams only change their tool-call status and lease'); END
 """
 _SPLIT = "\n\n"
 SCHEMA = _STATEMENTS.replace(";\nCREATE", ";" + _SPLIT + "CREATE").replace("\nBEGIN SELECT", " BEGIN SELECT")

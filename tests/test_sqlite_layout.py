@@ -117,3 +117,19 @@ def test_rows_are_compact(tmp_path: Path) -> None:
         "client-1",
         '{"message":{"role":"user","content":"hi"}}',
     )
+
+
+def test_a_stream_cannot_be_moved_or_renamed_in_the_file(tmp_path: Path) -> None:
+    """Only a tool call's status and lease may change in a streams row; its identity and owner never."""
+    path = tmp_path / "s.db"
+    store = open_store(f"sqlite:///{path}")
+    conv = store.start_conversation(metadata={"user": "u1"})
+    store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    for change in ("tenant = 'mallory'", "stream_id = 'other'", "conversation_id = 'other'", "metadata = '{}'"):
+        with pytest.raises(sqlite3.IntegrityError, match="only change their tool-call status"):
+            conn.execute(f"UPDATE streams SET {change} WHERE stream_id = ?", (conv,))
+    conn.execute("UPDATE streams SET status = 'running', lease_until = 1.5 WHERE stream_id = ?", (conv,))
+    conn.close()
+    with open_store(f"sqlite:///{path}") as store:
+        assert store.conversation(conv).metadata == {"user": "u1"}

@@ -21,8 +21,8 @@ from chatledger.store import Draft, ModelResponseRecorded, Store
 from chatledger.store.recorder import side_stream_id
 
 SIDE = side_stream_id("c1", "responses")
-TRIGGERS = ("events_no_update", "events_no_delete", "streams_no_delete")
-"""The SQLite file's append-only triggers."""
+TRIGGERS = ("events_no_update", "events_no_delete", "streams_no_delete", "streams_fixed")
+"""The SQLite file's append-only triggers (:func:`unguarded` drops every trigger the file has)."""
 
 _SIDE_WHERE = "conversation_id = 'c1' AND stream_id <> 'c1'"
 _C1 = "sid = (SELECT sid FROM streams WHERE stream_id = 'c1')"
@@ -209,11 +209,14 @@ def unguarded(path: str) -> sqlite3.Connection:
     """An autocommit connection to the SQLite file with its append-only triggers dropped.
 
     This is what an attacker with write access to the file does first; the
-    triggers refuse every UPDATE and DELETE of events and DELETE of streams.
+    triggers refuse every UPDATE and DELETE of events, DELETE of streams and
+    changes to a stream's identity or owner.
     """
     conn = sqlite3.connect(path, isolation_level=None)
-    for name in TRIGGERS:
-        conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+    found = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")]
+    assert sorted(found) == sorted(TRIGGERS), found
+    for name in found:
+        conn.execute(f"DROP TRIGGER {name}")
     return conn
 
 
