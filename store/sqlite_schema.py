@@ -195,6 +195,7 @@ HEAD_SELECT = (
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
 _last_time: tuple[str, int | str] = ("", "")
 _last_iso: tuple[int, str] = (-1, "")
 
@@ -252,6 +253,7 @@ def stored_time(text: str) -> int | str:
         except ValueError:
             at = None
         if at is not None and at.year >= 1970 and (at.microsecond == 0) == (size == 25):
-            value = (at - _EPOCH) // _MICRO
+            seconds = (at.toordinal() - _EPOCH_ORDINAL) * 86_400 + at.hour * 3_600 + at.minute * 60 + at.second
+            value = seconds * 1_000_000 + at.microsecond
     _last_time = (text, value)
     return value
