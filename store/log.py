@@ -221,7 +221,7 @@ class Store:
         message_ids: Sequence[str | None] | None,
         meta: Sequence[Mapping[str, Any] | None] | None,
     ) -> list[Draft]:
-        if isinstance(messages, Mapping | str) or not isinstance(messages, Sequence):
+        if type(messages) is not list and (isinstance(messages, Mapping | str) or not isinstance(messages, Sequence)):
             raise ValidationError("messages", "must be a list of message objects")
         if message_ids is not None and len(message_ids) != len(messages):
             raise ValidationError("message_ids", "must have one entry per message")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 
-from .chain import GENESIS, event_hash
+from .chain import GENESIS, chain_hash
 from .errors import ConcurrencyError, ConflictError, NotFoundError, ValidationError
 from .events import Event, event_class
 from .recorder import CALL_SEPARATOR, NewRecord, Record, StreamHead, WriteTransaction
@@ -190,25 +190,28 @@ class Writer:
         conv = head.conversation_id
         encoded = [store._encode_payload(conv, d, _stored_payload(d)) for d in drafts]
         keys = [d.key for d in drafts if d.key is not None]
-        existing: dict[str, Record] = {}
+        results: list[Event | None] = [None] * len(drafts)
+        fresh: Sequence[int] = range(len(drafts))
         if keys:
             if len(set(keys)) != len(keys):
                 raise ConflictError(f"the same id appears twice in one batch for {conv!r}")
             existing = self._stored_keys(stream_id, keys)
-        results: list[Event | None] = [None] * len(drafts)
-        fresh: list[int] = []
-        for i, draft in enumerate(drafts):
-            old = existing.get(draft.key) if existing and draft.key is not None else None
-            if old is None:
-                fresh.append(i)
-                continue
-            if old.type != draft.cls.TYPE or _without_key(draft.cls, store._payload_of(old), old) != json.loads(
-                encoded[i][0]
-            ):
-                raise ConflictError(f"id {draft.key!r} in conversation {conv!r} was already used for different content")
-            results[i] = store.decode(old)
-        if not fresh:
-            return [r for r in results if r is not None]
+            if existing:
+                fresh = []
+                for i, draft in enumerate(drafts):
+                    old = existing.get(draft.key) if draft.key is not None else None
+                    if old is None:
+                        fresh.append(i)
+                        continue
+                    if old.type != draft.cls.TYPE or _without_key(draft.cls, store._payload_of(old), old) != json.loads(
+                        encoded[i][0]
+                    ):
+                        raise ConflictError(
+                            f"id {draft.key!r} in conversation {conv!r} was already used for different content"
+                        )
+                    results[i] = store.decode(old)
+                if not fresh:
+                    return [r for r in results if r is not None]
         if expected_version is not None and expected_version != head.version:
             raise ConcurrencyError(conv, expected_version, head.version)
         version, prev, tenant, signing_key = head.version, head.head_hash, head.tenant, store.signing_key
@@ -221,18 +224,18 @@ class Writer:
             event_id = event_id_for(version)
             if key is None and cls.KEY_FIELD is not None and version >= _VERSION_IN_ID:
                 key = event_id  # too far into the stream to be found by version: keep the id as a key
-            prev = event_hash(
+            prev = chain_hash(
                 prev,
-                stream_id=stream_id,
-                version=version,
-                event_id=event_id,
-                type_name=cls.TYPE,
-                schema_version=cls.SCHEMA_VERSION,
-                key=key,
-                recorded_at=recorded_at,
-                tenant=tenant,
-                payload=text,
-                signing_key=signing_key,
+                stream_id,
+                version,
+                event_id,
+                cls.TYPE,
+                cls.SCHEMA_VERSION,
+                key,
+                recorded_at,
+                tenant,
+                text,
+                signing_key,
             )
             new_records.append(
                 NewRecord(
@@ -271,7 +274,7 @@ class Writer:
             payload = json.loads(encoded[i][0])
             if cls.KEY_FIELD is not None and cls.KEY_FIELD not in payload:
                 payload[cls.KEY_FIELD] = rec.key if rec.key is not None else rec.event_id
-            envelope = {
+            values = {
                 "event_id": rec.event_id,
                 "conversation_id": conv,
                 "stream_id": stream_id,
@@ -280,7 +283,8 @@ class Writer:
                 "recorded_at": at,
                 "tenant": tenant,
             }
-            results[i] = _built(cls, envelope, payload)
+            values.update(payload)
+            results[i] = _built(cls, values)
         return [r for r in results if r is not None]
 
     def _stored_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
@@ -347,22 +351,23 @@ def _spec(cls: type[Event]) -> _Spec:
     return spec
 
 
-def _built(cls: type[Event], envelope: dict[str, Any], payload: dict[str, Any]) -> Event:
+def _built(cls: type[Event], values: dict[str, Any]) -> Event:
     """The event just written, built without validating again what was validated and stored.
 
-    Its payload went through the event's own checks and JSON on the way in; only
+    ``values`` is the envelope followed by the payload. The payload went through the
+    event's own checks and JSON on the way in; only
     datetime fields need turning back from their ISO text. A payload that lacks a
     required field or has an unknown one (an adapter's own event type, say) takes
     the validating path instead. Building sets what ``model_construct`` sets, minus
     its per-call walk over the fields.
     """
-    spec = _spec(cls)
-    values = {**envelope, **payload}
+    spec = _SPECS.get(cls) or _spec(cls)
+    given = len(values)
     for name, f in spec.defaults:
         if name not in values:
             values[name] = f.get_default(call_default_factory=True)
     if len(values) != spec.size or not spec.required.issubset(values):
-        return cls.model_validate({**envelope, **payload})
+        return cls.model_validate(dict(list(values.items())[:given]))
     for name in spec.datetimes:
         value = values[name]
         if isinstance(value, str):
