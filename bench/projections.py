@@ -19,16 +19,29 @@ its own. Phases:
 
 Targets: rebuild all >= 25% of the raw select rate; peak RSS < 300 MB.
 
-Where a rebuild's time goes (SQLite, 1M events, measured by timing each step of the
-runner, in seconds): reading the log 1.9 (the raw select is 1.65-2.1 of it), inserting the
-read-model rows 1.1 (search 1.0), FTS5 indexing once at the end 0.85, WAL commits 0.6,
-decoding payloads (orjson) 0.6, the index fold 0.5, the search fold 0.45, the rest 0.3.
-What made it faster (from 9.1-10.2 s): search rows keyed by log position (the rowid, one
-b-tree, no text key index), an FTS5 index without per-row document sizes (columnsize=0:
--0.6 s) built with a 64 MB term buffer (-0.3 s), old tables dropped without zeroing their
-pages when the log holds no encrypted (erasable) conversation (-0.6 s), the cyclic
-collector off for a whole batch (-0.5 s), search rows as tuples, the index fold inlined.
-The machine is shared: ratios from one run move by several points between runs.
+Where a rebuild's time goes (SQLite layout 2, 1M events, thread CPU time of each step
+of the runner, median of five runs, in seconds): inserting the read-model rows 2.05
+(nearly all of them search rows), reading the log 2.0 (the raw select alone takes
+1.8-3.0 s of wall time on the same machine), FTS5 indexing once at the end 1.85,
+decoding payloads (orjson) 1.4, the index fold 1.1, the search fold 1.0, WAL commits
+0.95, deriving a page's columns 0.5, the rest 0.4: 11.2 s of CPU, 11.8 s of wall time.
+What made it faster on layout 2 (from 15.4-20.4 s): the runner reads the log in pages
+straight from the events table (``projections/pages.py``) instead of ``read_all``'s
+records: no join with the streams and types (1.3 us per event), no record built with
+two hex strings and an ISO time (1.1 us), no hash or event id read, and payloads read
+as bytes, which orjson parses without a round trip through text (-1 us per event);
+message ids are left to the page instead of being filled into every payload; a column
+that is NULL in all rows of an insert is left out of it (binding None costs ~0.4 us in
+CPython's sqlite3: -0.5 s); payloads are parsed a type at a time by one ``map``.
+Tried without gain: larger pages or transactions, a thread reading the next page (its
+GIL hand-offs cost more than the overlap saved), a thread committing behind the runner,
+FTS5 ``pgsz``/``automerge``, a larger WAL autocheckpoint, a larger page cache or mmap.
+Most of what is left is SQLite's own work (inserts, FTS5, commits: ~4.9 s) and the read
+itself. Earlier (layout 1): search rows keyed by log position, an FTS5 index without
+document sizes built in bulk with a 64 MB term buffer, old tables dropped without zeroing
+their pages, the cyclic collector off for a whole batch.
+The machine is shared: the raw select alone moves by a third between runs, and the
+ratios with it; compare ratios over several runs.
 """
 
 from __future__ import annotations

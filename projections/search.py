@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from chatledger.store import Event, MessageAppended, Store, ValidationError
-from chatledger.store.recorder import Record
 
 from .index import message_text
+from .pages import Page
 from .runner import ProjectionRunner, read_models, register_projection
 from .tables import Payload, Row, Table, Tables, Values
 
@@ -64,28 +64,30 @@ class MessageSearch:
         if row is not None:
             tables.insert(TABLE.name, row)
 
-    def apply_batch(self, tables: Tables, records: Sequence[Record], payloads: Sequence[Payload | None]) -> None:
+    def apply_batch(self, tables: Tables, page: Page, payloads: Sequence[Payload | None]) -> None:
         """The fast path: one row per appended message with text, straight from the stored payloads."""
         rows: list[Values] = []
         append = rows.append
-        for record, payload in zip(records, payloads, strict=True):
-            if payload is None or record.type != _APPENDED:
+        for position, conv, version, tenant, kind, payload in zip(
+            page.position, page.conversation_id, page.version, page.tenant, page.type, payloads, strict=True
+        ):
+            if payload is None or kind != _APPENDED:
                 continue
             message = payload["message"]
             content = message.get("content")
             # The common case (plain text, no tool calls) without the general extraction.
             text = content if type(content) is str and not message.get("tool_calls") else message_text(message)
             if text:
-                name = message.get("name")
+                role, name = message.get("role"), message.get("name")
                 # In TABLE's column order: position, conversation_id, version, tenant, role, name, content.
                 append(
                     (
-                        record.position,
-                        record.conversation_id,
-                        record.version,
-                        record.tenant,
-                        str(message.get("role")),
-                        name if isinstance(name, str) else None,
+                        position,
+                        conv,
+                        version,
+                        tenant,
+                        role if type(role) is str else str(role),
+                        name if type(name) is str else None,
                         text,
                     )
                 )

@@ -128,7 +128,6 @@ class _Batch:
         # Multi-row VALUES statements: 4x faster than executemany once FTS5 triggers are on, and
         # cheaper than sqlite-utils' insert_all, which re-inspects the table and JSON-checks each value.
         cols = list(table.columns)
-        head = f"INSERT INTO {_q(table.name)} ({','.join(_q(c) for c in cols)}) VALUES "
         keys = ",".join(_q(c) for c in table.pk)
         sets = ",".join(f"{_q(c)} = excluded.{_q(c)}" for c in cols if c not in table.pk)
         values = itemgetter(*cols) if len(cols) > 1 else lambda row: (row[cols[0]],)
@@ -136,15 +135,34 @@ class _Batch:
             rows = list(map(values, upserts))
         except KeyError:  # a row that leaves columns out: they are NULL
             rows = [tuple(row.get(c) for c in cols) for row in upserts]
-        self._insert(head, len(cols), rows, f" ON CONFLICT ({keys}) DO UPDATE SET {sets}")
-        self._insert(head, len(cols), inserts, "")
+        self._insert(table, rows, f" ON CONFLICT ({keys}) DO UPDATE SET {sets}")
+        self._insert(table, inserts, "")
 
-    def _insert(self, head: str, width: int, rows: Sequence[Values], tail: str) -> None:
-        per = max(1, min(500, 30_000 // width))
-        one = "(" + ",".join("?" * width) + ")"
+    def _insert(self, table: Table, rows: Sequence[Values], tail: str) -> None:
+        """Insert rows, leaving out of each statement the columns that are NULL in all of its rows.
+
+        Binding None costs ~0.4 µs in CPython's ``sqlite3`` (it looks for an adapter first),
+        against ~0.1 µs for a string: a column that is mostly NULL (a message's author name)
+        cost ~0.5 s of a 1M-event rebuild. An omitted column is NULL (read-model columns have
+        no defaults), in an upsert's ``excluded`` row as well.
+        """
+        cols = list(table.columns)
+        per = max(1, min(500, 30_000 // len(cols)))
         for start in range(0, len(rows), per):
             chunk = rows[start : start + per]
-            self._db.conn.execute(head + ",".join([one] * len(chunk)) + tail, list(chain.from_iterable(chunk)))
+            columns = list(zip(*chunk, strict=True))
+            kept = [i for i, values in enumerate(columns) if values[0] is not None or values.count(None) != len(values)]
+            if len(kept) == len(cols):
+                flat = list(chain.from_iterable(chunk))
+            else:
+                flat = list(chain.from_iterable(zip(*(columns[i] for i in kept), strict=True)))
+            one = "(" + ",".join("?" * len(kept)) + ")"
+            self._db.conn.execute(
+                f"INSERT INTO {_q(table.name)} ({','.join(_q(cols[i]) for i in kept)}) VALUES "
+                + ",".join([one] * len(chunk))
+                + tail,
+                flat,
+            )
 
     def advance(self, position: int, events: int) -> None:
         marks = ",".join("?" * len(self._names))

@@ -10,8 +10,9 @@ PostgreSQL or plain dicts, and a batch touches each row at most twice (one
 load, one write) however many events hit it.
 
 A projection may also offer a fast path, :class:`BatchFold`: ``apply_batch``
-folds a whole batch of stored records at once, reading the JSON payloads the
-runner decoded (once, shared by every projection of the batch, and only for the
+folds a whole page of the log at once (its columns, see
+:mod:`chatledger.projections.pages`), reading the JSON payloads the runner
+decoded (once, shared by every projection of the batch, and only for the
 ``payload_types`` some projection asked for) instead of validated pydantic
 events. The built-in projections use it on catch-up and rebuild, where decoding
 and per-event row copies dominated; ``apply`` stays their reference fold, and a
@@ -26,7 +27,8 @@ from operator import itemgetter
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from chatledger.store import Event
-from chatledger.store.recorder import Record
+
+from .pages import Page
 
 __all__ = ["Batch", "BatchFold", "Payload", "Projection", "Table", "Tables", "Values"]
 
@@ -70,17 +72,19 @@ class Projection(Protocol):
 
 @runtime_checkable
 class BatchFold(Projection, Protocol):
-    """A projection with a fast path over raw records (see the module docstring).
+    """A projection with a fast path over pages of the log (see the module docstring).
 
     ``payload_types`` lists the event types whose payloads ``apply_batch`` reads;
-    the runner hands it ``payloads[i]`` (the decoded, upcast JSON payload of
-    ``records[i]``) for those types and None for every other record.
+    the runner hands it ``payloads[i]`` (the decoded, upcast JSON payload of the
+    page's i-th event) for those types and None for every other event. A payload
+    is as stored: a message's id is not filled in (read ``page.key[i]``, or
+    ``page.event_id[i]`` when that is None).
     """
 
     payload_types: ClassVar[frozenset[str]]
 
-    def apply_batch(self, tables: Tables, records: Sequence[Record], payloads: Sequence[Payload | None]) -> None:
-        """Fold a batch of records, in log order, into the tables; same result as ``apply`` on each event."""
+    def apply_batch(self, tables: Tables, page: Page, payloads: Sequence[Payload | None]) -> None:
+        """Fold a page of the log, in log order, into the tables; same result as ``apply`` on each event."""
 
 
 class Batch(Protocol):
