@@ -33,7 +33,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 from chatledger.store import BackendUnavailable
 from chatledger.store.recorder import Record
 from chatledger.store.sqlite import SQLiteRecorder
-from chatledger.store.sqlite_schema import LAYOUT_VERSION, RECORD_SELECT, iso_text, record
+from chatledger.store.sqlite_schema import LAYOUT_VERSION, RECORD_SELECT, hex_text, iso_text, record
 
 __all__ = ["LogReader", "Page", "RecordPage", "SQLitePage", "log_reader"]
 
@@ -256,7 +256,7 @@ class SQLitePage:
         rows = self._reader.query(
             "SELECT event_id FROM events WHERE position > ? AND position <= ? ORDER BY position", self._range
         )
-        return [value.hex() if type(value) is bytes else value for (value,) in rows]  # as hex_text does
+        return [hex_text(value) for (value,) in rows]
 
     @cached_property
     def recorded_at(self) -> Sequence[str]:
