@@ -102,6 +102,10 @@ class Store:
         self.signing_key = signing_key
         self.url = url
         self.redactor = redactor
+        # A backend may run a lone append in fewer round trips (SQLite, PostgreSQL: one statement).
+        self._append_alone: Callable[[Callable[[WriteTransaction], list[Event]]], list[Event]] | None = getattr(
+            recorder, "append_alone", None
+        )
 
     # -- context management -------------------------------------------------------------------
 
@@ -205,15 +209,12 @@ class Store:
         def body(tx: WriteTransaction) -> list[Event]:
             return Writer(self, tx).append(conversation_id, drafts, expected_version=expected_version)
 
-        # A backend may run a lone append in fewer round trips (PostgreSQL: one statement).
-        alone: Callable[[Callable[[WriteTransaction], list[Event]]], list[Event]] | None
-        alone = getattr(self.recorder, "append_alone", None)
-        if alone is not None:
-            events = alone(body)
+        if self._append_alone is not None:
+            events = self._append_alone(body)
         else:
             with self.recorder.write() as tx:
                 events = body(tx)
-        return [e for e in events if isinstance(e, MessageAppended)]
+        return events  # type: ignore[return-value]  # every draft is a MessageAppended
 
     def _message_drafts(
         self,
@@ -229,7 +230,8 @@ class Store:
             raise ValidationError("meta", "must have one entry per message")
         drafts = []
         for i, message in enumerate(messages):
-            msg = validate_message(message, f"messages[{i}]")
+            where = f"messages[{i}]"
+            msg = validate_message(message, where)
             mid = message_ids[i] if message_ids is not None else None
             if mid is not None:
                 check_id(mid, f"message_ids[{i}]")
@@ -237,34 +239,38 @@ class Store:
             payload: dict[str, Any] = {"message": msg}
             if meta is not None and meta[i] is not None:
                 payload["meta"] = dict(meta[i] or {})
-            drafts.append(Draft(MessageAppended, payload, key=mid, label=f"messages[{i}]"))
+            drafts.append(Draft(MessageAppended, payload, mid, where))
         return drafts
 
     # -- payload handling ---------------------------------------------------------------------
 
-    def _dumps(self, payload: Any, where: str) -> str:
+    def _dumps(self, payload: Any, where: str | Draft) -> str:
         try:
-            text = _ENCODER.encode(payload)
+            return _ENCODER.encode(payload)
         except RecursionError:
-            raise ValidationError(where, "is nested too deeply to store") from None
+            raise ValidationError(_where(where), "is nested too deeply to store") from None
         except (TypeError, ValueError) as exc:
-            raise ValidationError(where, f"is not JSON: {exc}") from None
-        return text
+            raise ValidationError(_where(where), f"is not JSON: {exc}") from None
 
     def _redact(self, payload: Any) -> Any:
         """The one place secrets are redacted: every payload and metadata pass through here."""
         return payload if self.redactor is None else self.redactor.redact(payload)
 
     def _encode_payload(self, conversation_id: str, draft: Draft, payload: Mapping[str, Any]) -> tuple[str, str]:
-        where = draft.label or draft.cls.TYPE
-        text = self._dumps(self._redact(payload), where)
-        try:
-            size = len(text) if text.isascii() else len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise ValidationError(where, "contains invalid unicode (a lone surrogate)") from None
+        """A draft's payload as JSON text, checked (JSON, unicode, size), and as stored (through the codec)."""
+        text = self._dumps(payload if self.redactor is None else self.redactor.redact(payload), draft)
+        if text.isascii():
+            size = len(text)
+        else:
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise ValidationError(_where(draft), "contains invalid unicode (a lone surrogate)") from None
         if size > self.max_event_bytes:
-            raise ValidationError(where, f"is {size} bytes, over the event size limit of {self.max_event_bytes}")
-        return text, self.codec.encode(conversation_id, text)
+            raise ValidationError(
+                _where(draft), f"is {size} bytes, over the event size limit of {self.max_event_bytes}"
+            )
+        return text, text if type(self.codec) is _PlainCodec else self.codec.encode(conversation_id, text)
 
     def _payload_of(self, record: Record) -> Any:
         return json.loads(self.codec.decode(record.conversation_id, record.payload))
@@ -422,3 +428,10 @@ def _info(head: StreamHead) -> ConversationInfo:
         head.updated_at,
         json.loads(head.metadata) if head.metadata else {},
     )
+
+
+def _where(what: str | Draft) -> str:
+    """The name an error gives a payload: the caller's label, or the event type."""
+    if isinstance(what, str):
+        return what
+    return what.label or what.cls.TYPE

@@ -57,31 +57,15 @@ class _Tx:
             stream = [*self._rec._streams.get(new.stream_id, []), *self.records]
             if any(r.stream_id == new.stream_id and r.version == new.version for r in stream[-2:]):
                 raise ConflictError(f"stream {new.stream_id!r} has version {new.version} already")
-            rec = Record(self.next_position, *new)
+            rec = Record(self.next_position, *new[:-1])
             self.records.append(rec)
             taken_ids.add(new.event_id)
             positions.append(self.next_position)
             self.next_position += 1
         return positions
 
-    def update_head(
-        self,
-        stream_id: str,
-        version: int,
-        head_hash: str,
-        updated_at: str,
-        status: str | None,
-        lease_until: float | None,
-    ) -> None:
-        head = self.head(stream_id)
-        assert head is not None, stream_id
-        self.heads[stream_id] = head._replace(
-            version=version,
-            head_hash=head_hash,
-            updated_at=updated_at,
-            status=status,
-            lease_until=lease_until,
-        )
+    def update_head(self, head: StreamHead) -> None:
+        self.heads[head.stream_id] = head
 
 
 class MemoryRecorder:

@@ -43,7 +43,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import BackendUnavailable, ChatledgerError, ConflictError, ValidationError
 from .postgres_schema import MIGRATIONS, SCHEMA_VERSION
-from .recorder import NewRecord, Record, StreamHead, WriteTransaction
+from .recorder import NewRecord, Record, StreamHead, WriteTransaction, moved_only_by
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresRecorder", "split_url", "translate"]
 
@@ -244,21 +244,15 @@ class _Tx:
         self.event_ids += [r.event_id for r in records]
         return positions
 
-    def update_head(
-        self,
-        stream_id: str,
-        version: int,
-        head_hash: str,
-        updated_at: str,
-        status: str | None,
-        lease_until: float | None,
-    ) -> None:
-        self._queued.append((_UPDATE_HEAD, (version, head_hash, updated_at, status, lease_until, stream_id)))
-        old = self.heads.get(stream_id)
-        if old is not None:
-            self.heads[stream_id] = old._replace(
-                version=version, head_hash=head_hash, updated_at=updated_at, status=status, lease_until=lease_until
+    def update_head(self, head: StreamHead) -> None:
+        self._queued.append(
+            (
+                _UPDATE_HEAD,
+                (head.version, head.head_hash, head.updated_at, head.status, head.lease_until, head.stream_id),
             )
+        )
+        if head.stream_id in self.heads:
+            self.heads[head.stream_id] = head
 
     def commit(self) -> None:
         if not self.begun:
@@ -365,41 +359,14 @@ class _Guess:
         self._written = records[-1]
         return positions
 
-    def update_head(
-        self,
-        stream_id: str,
-        version: int,
-        head_hash: str,
-        updated_at: str,
-        status: str | None,
-        lease_until: float | None,
-    ) -> None:
-        head, last = self._head, self._written
+    def update_head(self, head: StreamHead) -> None:
+        guessed, last = self._head, self._written
         # The append statement moved the head already; status and lease are left as they were.
-        if head is None or last is None or stream_id != head.stream_id:
+        if guessed is None or last is None or head.stream_id != guessed.stream_id:
             raise RuntimeError("append_alone: update_head without a preceding insert")
-        if (version, head_hash, updated_at, status, lease_until) != (
-            last.version,
-            last.hash,
-            last.recorded_at,
-            head.status,
-            head.lease_until,
-        ):
+        if not moved_only_by(head, guessed, last):
             raise RuntimeError("append_alone: the body may not change a stream's status or lease")
-        moved = StreamHead(
-            stream_id,
-            head.conversation_id,
-            head.tenant,
-            head.kind,
-            version,
-            head_hash,
-            head.created_at,
-            updated_at,
-            status,
-            lease_until,
-            head.metadata,
-        )
-        self._rec._remember({stream_id: moved})
+        self._rec._remember({head.stream_id: head})
 
 
 class PostgresRecorder:

@@ -27,6 +27,7 @@ __all__ = [
     "StreamHead",
     "WriteTransaction",
     "call_stream_id",
+    "moved_only_by",
     "side_stream_id",
 ]
 
@@ -83,10 +84,8 @@ class NewRecord(NamedTuple):
     recorded_at: str
     payload: str
     hash: str
-
-    def as_row(self) -> tuple[object, ...]:
-        """The values in column order (the backends' ``events`` columns, less ``position``)."""
-        return tuple(self)
+    recorded_us: int
+    """``recorded_at`` as microseconds since the epoch (how SQLite stores it), computed once by the writer."""
 
 
 class Record(NamedTuple):
@@ -128,19 +127,12 @@ class WriteTransaction(Protocol):
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
         """Insert records, returning their global positions in order."""
 
-    def update_head(
-        self,
-        stream_id: str,
-        version: int,
-        head_hash: str,
-        updated_at: str,
-        status: str | None,
-        lease_until: float | None,
-    ) -> None:
-        """Move a stream's head forward (status and lease are the tool ledger's).
+    def update_head(self, head: StreamHead) -> None:
+        """Move a stream's head forward to ``head``, the state after this transaction's appends.
 
-        A backend may store only the status and lease and read the rest from the
-        stream's last event (SQLite does).
+        Version, hash and time are the last inserted event's; status and lease are the
+        tool ledger's. A backend may store only the status and lease and read the rest
+        from the stream's last event (SQLite does).
         """
 
 
@@ -180,3 +172,17 @@ class Recorder(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+def moved_only_by(head: StreamHead, before: StreamHead, last: NewRecord) -> bool:
+    """Whether ``head`` is ``before`` moved to the event ``last`` and nothing else (status and lease kept).
+
+    What a one-statement append checks: its statement writes events, never a stream's status or lease.
+    """
+    return (head.version, head.head_hash, head.updated_at, head.status, head.lease_until) == (
+        last.version,
+        last.hash,
+        last.recorded_at,
+        before.status,
+        before.lease_until,
+    )

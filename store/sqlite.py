@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .errors import BackendUnavailable, ChatledgerError, ConflictError, ValidationError
-from .recorder import NewRecord, Record, StreamHead, WriteTransaction
+from .recorder import NewRecord, Record, StreamHead, WriteTransaction, moved_only_by
 from .sqlite_schema import (
     HEAD_SELECT,
     LAYOUT_VERSION,
@@ -39,7 +39,6 @@ from .sqlite_schema import (
     migrate_v1,
     record,
     stored_bytes,
-    stored_time,
 )
 
 __all__ = ["SCHEMA", "PerThread", "SQLiteRecorder", "connect"]
@@ -157,7 +156,7 @@ def _row(sid: int, code: int, r: NewRecord) -> tuple[object, ...]:
         r.schema_version,
         stored_bytes(r.event_id, 16),
         r.key,
-        stored_time(r.recorded_at),
+        r.recorded_us,
         r.payload,
         stored_bytes(r.hash, 32),
     )
@@ -248,34 +247,17 @@ class _Tx:
                 self.heads[r.stream_id] = (sid, _moved(known[1], r))
         return positions
 
-    def update_head(
-        self,
-        stream_id: str,
-        version: int,
-        head_hash: str,
-        updated_at: str,
-        status: str | None,
-        lease_until: float | None,
-    ) -> None:
-        known = self.heads.get(stream_id)
+    def update_head(self, head: StreamHead) -> None:
+        known = self.heads.get(head.stream_id)
         if known is None:
-            raise RuntimeError(f"update_head of {stream_id!r} before reading its head")
-        sid, head = known
+            raise RuntimeError(f"update_head of {head.stream_id!r} before reading its head")
+        sid, old = known
         # Version, hash and time are the last event's: only the tool ledger's fields are stored.
-        if (status, lease_until) != (head.status, head.lease_until):
+        if (head.status, head.lease_until) != (old.status, old.lease_until):
             self._conn.execute(
-                "UPDATE streams SET status = ?, lease_until = ? WHERE sid = ?", (status, lease_until, sid)
+                "UPDATE streams SET status = ?, lease_until = ? WHERE sid = ?", (head.status, head.lease_until, sid)
             )
-        self.heads[stream_id] = (
-            sid,
-            head._replace(
-                version=version,
-                head_hash=head_hash,
-                updated_at=updated_at,
-                status=status,
-                lease_until=lease_until,
-            ),
-        )
+        self.heads[head.stream_id] = (sid, head)
 
 
 _INSERT = (
@@ -348,22 +330,13 @@ class _Guess:
         self._written = records[-1]
         return positions
 
-    def update_head(
-        self,
-        stream_id: str,
-        version: int,
-        head_hash: str,
-        updated_at: str,
-        status: str | None,
-        lease_until: float | None,
-    ) -> None:
+    def update_head(self, head: StreamHead) -> None:
         known, last = self._head, self._written
-        if known is None or last is None or stream_id != known[1].stream_id:
+        if known is None or last is None or head.stream_id != known[1].stream_id:
             raise RuntimeError("append_alone: update_head without a preceding insert")
-        sid, head = known
-        if (status, lease_until) != (head.status, head.lease_until):
+        if not moved_only_by(head, known[1], last):
             raise RuntimeError("append_alone: the body may not change a stream's status or lease")
-        self._caches.remember({stream_id: (sid, _moved(head, last))}, {})
+        self._caches.remember({head.stream_id: (known[0], head)}, {})
 
 
 class SQLiteRecorder:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, get_args
+
+from pydantic.fields import FieldInfo
 
 from .chain import GENESIS, chain_hash
 from .errors import ConcurrencyError, ConflictError, NotFoundError, ValidationError
@@ -70,6 +73,8 @@ def new_id() -> str:
 
 
 _VERSION_IN_ID = 1 << 32
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _OWN_ID = re.compile("[0-9a-f]{32}")
 
 
@@ -82,7 +87,28 @@ def event_id_for(version: int) -> str:
     """
     if version >= _VERSION_IN_ID:
         return new_id()
-    return os.urandom(12).hex() + f"{version:08x}"
+    return (os.urandom(12) + version.to_bytes(4)).hex()
+
+
+_second: tuple[int, tuple[int, int, int, int, int, int], str] = (-1, (1970, 1, 1, 0, 0, 0), "")
+
+
+def _now() -> tuple[datetime, str, int]:
+    """The current UTC time as an event carries it, as its ISO text (what the chain hashes) and in µs.
+
+    The text is ``datetime.isoformat()``'s, which alone costs more than twice the
+    rest: the date and time up to the second are worked out once a second.
+    """
+    global _second
+    micros = time.time_ns() // 1000
+    second, fraction = divmod(micros, 1_000_000)
+    cached = _second
+    if cached[0] != second:
+        base = datetime.fromtimestamp(second, UTC)
+        fields = (base.year, base.month, base.day, base.hour, base.minute, base.second)
+        cached = _second = (second, fields, base.isoformat()[:-6])
+    at = datetime(*cached[1], fraction, UTC)
+    return at, f"{cached[2]}.{fraction:06d}+00:00" if fraction else f"{cached[2]}+00:00", micros
 
 
 def version_in_id(event_id: str) -> int | None:
@@ -188,10 +214,11 @@ class Writer:
         if head is None:
             raise NotFoundError(f"conversation {_conversation_of(stream_id)!r} does not exist")
         conv = head.conversation_id
-        encoded = [store._encode_payload(conv, d, _stored_payload(d)) for d in drafts]
-        keys = [d.key for d in drafts if d.key is not None]
+        stored = [_stored_payload(d) for d in drafts]
+        encoded = [store._encode_payload(conv, d, p) for d, p in zip(drafts, stored, strict=True)]
         results: list[Event | None] = [None] * len(drafts)
         fresh: Sequence[int] = range(len(drafts))
+        keys = [d.key for d in drafts if d.key is not None]
         if keys:
             if len(set(keys)) != len(keys):
                 raise ConflictError(f"the same id appears twice in one batch for {conv!r}")
@@ -215,8 +242,7 @@ class Writer:
         if expected_version is not None and expected_version != head.version:
             raise ConcurrencyError(conv, expected_version, head.version)
         version, prev, tenant, signing_key = head.version, head.head_hash, head.tenant, store.signing_key
-        at = datetime.now(UTC)
-        recorded_at = at.isoformat()
+        at, recorded_at, recorded_us = _now()
         new_records = []
         for i in fresh:
             cls, key, text = drafts[i].cls, drafts[i].key, encoded[i][1]
@@ -250,13 +276,13 @@ class Writer:
                     recorded_at,
                     text,
                     prev,
+                    recorded_us,
                 )
             )
         positions = self._tx.insert(new_records)
         new_status = head.status if status is UNCHANGED else status
         new_lease = head.lease_until if lease_until is UNCHANGED else lease_until
-        self._tx.update_head(stream_id, version, prev, recorded_at, new_status, new_lease)
-        self._heads[stream_id] = StreamHead(
+        moved = StreamHead(
             stream_id,
             conv,
             tenant,
@@ -269,9 +295,11 @@ class Writer:
             new_lease,
             head.metadata,
         )
+        self._tx.update_head(moved)
+        self._heads[stream_id] = moved
         for i, rec, position in zip(fresh, new_records, positions, strict=True):
             cls = drafts[i].cls
-            payload = json.loads(encoded[i][0])
+            payload = _read_back(stored[i] if store.redactor is None else None, encoded[i][0])
             if cls.KEY_FIELD is not None and cls.KEY_FIELD not in payload:
                 payload[cls.KEY_FIELD] = rec.key if rec.key is not None else rec.event_id
             values = {
@@ -313,6 +341,36 @@ def _stored_payload(draft: Draft) -> dict[str, Any]:
     return payload
 
 
+_FLAT = frozenset({str, int, float, bool, type(None)})
+
+
+def _read_back(payload: dict[str, Any] | None, text: str) -> dict[str, Any]:
+    """What reading the stored ``text`` back gives: a fresh dict equal to ``json.loads(text)``.
+
+    When ``payload`` (the dict ``text`` was made from, None when it was changed on the
+    way in) holds only strings, numbers, booleans and nulls, at most one dict deep (most
+    chat messages), copying its dicts gives the same and costs half of parsing.
+    Floats qualify because the encoder refuses NaN and infinities and ``repr`` round-trips.
+    """
+    if payload is None:
+        return dict(json.loads(text))
+    out = {}
+    for name, value in payload.items():
+        kind = type(value)
+        if type(name) is not str:
+            return dict(json.loads(text))
+        if kind is dict:
+            for k, v in value.items():
+                if type(k) is not str or type(v) not in _FLAT:
+                    return dict(json.loads(text))
+            out[name] = value.copy()
+        elif kind in _FLAT:
+            out[name] = value
+        else:
+            return dict(json.loads(text))
+    return out
+
+
 def _without_key(cls: type[Event], payload: Any, record: Record) -> Any:
     """A stored payload in today's stored form (older versions kept the key field in it too)."""
     field = cls.KEY_FIELD
@@ -324,10 +382,10 @@ def _without_key(cls: type[Event], payload: Any, record: Record) -> Any:
 class _Spec(NamedTuple):
     """What building an event of one class without validation needs to know (computed once)."""
 
-    required: frozenset[str]
+    names: frozenset[str]
     defaults: tuple[tuple[str, Any], ...]
+    """(name, default) of optional fields: the value itself when immutable, else its FieldInfo."""
     datetimes: tuple[str, ...]
-    size: int
 
 
 _SPECS: dict[type[Event], _Spec] = {}
@@ -339,16 +397,22 @@ def _spec(cls: type[Event]) -> _Spec:
     if spec is None:
         fields = cls.model_fields
         spec = _SPECS[cls] = _Spec(
-            frozenset(name for name, f in fields.items() if f.is_required()),
-            tuple((name, f) for name, f in fields.items() if not f.is_required()),
+            frozenset(fields),
+            tuple((name, _default(f)) for name, f in fields.items() if not f.is_required()),
             tuple(
                 name
                 for name, f in fields.items()
                 if name != "recorded_at" and (f.annotation is datetime or datetime in get_args(f.annotation))
             ),
-            len(fields),
         )
     return spec
+
+
+def _default(f: FieldInfo) -> Any:
+    """A field's default when it can be shared between events (None, a number, a string), else the field."""
+    if f.default_factory is None and type(f.default) in _FLAT:
+        return f.default
+    return f
 
 
 def _built(cls: type[Event], values: dict[str, Any]) -> Event:
@@ -363,10 +427,10 @@ def _built(cls: type[Event], values: dict[str, Any]) -> Event:
     """
     spec = _SPECS.get(cls) or _spec(cls)
     given = len(values)
-    for name, f in spec.defaults:
+    for name, default in spec.defaults:
         if name not in values:
-            values[name] = f.get_default(call_default_factory=True)
-    if len(values) != spec.size or not spec.required.issubset(values):
+            values[name] = default.get_default(call_default_factory=True) if type(default) is FieldInfo else default
+    if values.keys() != spec.names:
         return cls.model_validate(dict(list(values.items())[:given]))
     for name in spec.datetimes:
         value = values[name]

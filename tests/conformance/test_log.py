@@ -309,3 +309,38 @@ def test_stale_cached_heads_never_fork_a_conversation(make_store: Callable[..., 
         a.append(conv, [{"role": "user", "content": "late"}], expected_version=stale)
     a.append(conv, [{"role": "user", "content": "in time"}], expected_version=stale + 1)
     assert a.version(conv) == stale + 2 and a.verify().ok and b.verify().ok
+
+
+def test_returned_events_are_copies_equal_to_the_stored_ones(store: Store) -> None:
+    """Whatever a message holds, the returned event equals the stored one and shares nothing with the input."""
+    conv = store.start_conversation()
+    plain = {"role": "user", "content": "plain", "score": 0.1, "big": 2**70, "flag": True, "none": None}
+    shapes: list[dict[str, Any]] = [
+        plain,
+        {"role": "user", "content": "a tuple field", "extra": (1, 2)},  # JSON makes the tuple a list
+        CALL,
+        {"role": "user", "content": [{"type": "text", "text": "parts"}]},
+    ]
+    metas: list[dict[Any, Any] | None] = [{1: "an int key"}, None, {"nested": {"a": [1]}}, {"f": 1.5}]
+    appended = store.append(conv, shapes, meta=metas)
+    plain["content"] = "changed after the append"
+    assert store.events(conv)[1:] == appended
+    assert appended[0].message["content"] == "plain"
+    assert appended[1].message["extra"] == [1, 2]
+    assert appended[0].meta == {"1": "an int key"}
+    assert store.verify().ok
+
+
+def test_an_event_recorded_on_an_exact_second_reads_back_and_verifies(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A time with no fraction of a second is stored and hashed as the same text it is read back as."""
+    import chatledger.store.writer as writer
+
+    conv = store.start_conversation()
+    for ns in (1_900_000_000_000_000_000, 1_900_000_000_000_001_000, 1_900_000_001_000_000_000):
+        monkeypatch.setattr(writer.time, "time_ns", lambda ns=ns: ns)
+        (event,) = store.append(conv, [USER])
+        assert event.recorded_at.timestamp() * 1e9 == pytest.approx(ns, abs=1000)
+        assert store.events(conv)[-1] == event
+    assert store.verify().ok

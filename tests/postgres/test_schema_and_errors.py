@@ -100,7 +100,7 @@ def test_duplicate_event_id_and_nul_payload_are_typed_errors(postgres_url: str) 
         assert head is not None
 
         def record(event_id: str, payload: str) -> NewRecord:
-            return NewRecord(conv, 2, conv, "default", event_id, "MessageAppended", 1, None, "t", payload, "h")
+            return NewRecord(conv, 2, conv, "default", event_id, "MessageAppended", 1, None, "t", payload, "h", 0)
 
         with pytest.raises(ConflictError), store.recorder.write() as tx:
             tx.head(conv)
