@@ -1,16 +1,19 @@
 """Append and history-load cost of the SQLite store beside raw sqlite3 doing the same work.
 
-Run: python bench/append.py [--appends 300] [--quick]
+Run: python bench/append.py [--appends 1000] [--dir DIR]
 
 For each synchronous mode (FULL, NORMAL) it measures, in one run and on the same
 file system:
 - single-message durable appends (one transaction each) to a conversation that
   already holds 0, 1,000 and 10,000 events, against raw sqlite3 doing
-  INSERT + COMMIT of the same JSON into a (conversation_id, version) table;
+  BEGIN + INSERT + COMMIT of the same JSON into a (conversation_id, version) table:
+  latency (median) and throughput (appends over their total time, WAL checkpoints
+  included). Store and raw appends alternate one by one, after a warm-up of both
+  on other conversations;
 - loading the history of 1,000- and 5,000-message conversations, against raw
   SELECT + json.loads of the same rows;
 - database size per 1,000 messages, against the raw table.
-Ratios (store ÷ raw) are what to read: absolute numbers vary with the machine.
+Ratios (the store's cost ÷ raw's) are what to read: absolute numbers vary with the machine.
 """
 
 from __future__ import annotations
@@ -48,15 +51,16 @@ def raw_fill(conn: sqlite3.Connection, conv: str, n: int) -> None:
     conn.execute("COMMIT")
 
 
+def raw_append(conn: sqlite3.Connection, conv: str, version: int) -> float:
+    t0 = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO messages VALUES (?, ?, ?)", (conv, version, json.dumps(MESSAGE)))
+    conn.execute("COMMIT")
+    return time.perf_counter() - t0
+
+
 def raw_appends(conn: sqlite3.Connection, conv: str, start: int, count: int) -> list[float]:
-    times = []
-    for v in range(start + 1, start + count + 1):
-        t0 = time.perf_counter()
-        conn.execute("BEGIN")
-        conn.execute("INSERT INTO messages VALUES (?, ?, ?)", (conv, v, json.dumps(MESSAGE)))
-        conn.execute("COMMIT")
-        times.append(time.perf_counter() - t0)
-    return times
+    return [raw_append(conn, conv, v) for v in range(start + 1, start + count + 1)]
 
 
 def raw_load(conn: sqlite3.Connection, conv: str) -> float:
@@ -72,13 +76,34 @@ def store_fill(store, conv: str, n: int) -> None:  # type: ignore[no-untyped-def
         store.append(conv, [MESSAGE] * min(1000, n - start))
 
 
+def store_append(store, conv: str) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    store.append(conv, [MESSAGE])
+    return time.perf_counter() - t0
+
+
 def store_appends(store, conv: str, count: int) -> list[float]:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(count):
-        t0 = time.perf_counter()
-        store.append(conv, [MESSAGE])
-        times.append(time.perf_counter() - t0)
-    return times
+    return [store_append(store, conv) for _ in range(count)]
+
+
+def appends(
+    store, raw: sqlite3.Connection, length: int, count: int, label: str = ""
+) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """``count`` single-message appends each to a store and a raw conversation of ``length`` prior messages.
+
+    Store and raw appends alternate one by one, so that a burst of machine noise or a
+    WAL checkpoint falls on both alike.
+    """
+    conv = store.start_conversation()
+    store_fill(store, conv, length)
+    raw_conv = f"raw-{label}{length}"
+    raw_fill(raw, raw_conv, length)
+    s_times: list[float] = []
+    r_times: list[float] = []
+    for v in range(length + 1, length + count + 1):
+        s_times.append(store_append(store, conv))
+        r_times.append(raw_append(raw, raw_conv, v))
+    return s_times, r_times
 
 
 def file_size(path: Path) -> int:
@@ -89,28 +114,19 @@ def file_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def run(sync: str, appends: int, tmp: Path) -> list[tuple[str, float, float]]:
+def run(sync: str, count: int, tmp: Path) -> list[tuple[str, float, float]]:
     rows: list[tuple[str, float, float]] = []
     store = open_store(f"sqlite:///{tmp / f'store-{sync}.db'}", synchronous=sync)
     raw = raw_setup(tmp / f"raw-{sync}.db", sync)
+    # Warm up both (code paths, statement caches, the files' first pages) on conversations not measured.
+    appends(store, raw, 0, 50, "warm-up-")
     for length in (0, 1_000, 10_000):
-        conv = store.start_conversation()
-        store_fill(store, conv, length)
-        raw_conv = f"raw-{length}"
-        raw_fill(raw, raw_conv, length)
-        # Interleave store and raw rounds so that machine noise hits both alike.
-        s_times: list[float] = []
-        r_times: list[float] = []
-        for _ in range(3):
-            s_times += store_appends(store, conv, appends // 3)
-            r_times += raw_appends(raw, raw_conv, length + len(r_times), appends // 3)
+        s_times, r_times = appends(store, raw, length, count)
+        name = f"append, {length:>6} prior events"
         rows.append(
-            (
-                f"append, {length:>6} prior events (ms)",
-                statistics.median(s_times) * 1e3,
-                statistics.median(r_times) * 1e3,
-            )
+            (f"{name}: latency, median (ms)", statistics.median(s_times) * 1e3, statistics.median(r_times) * 1e3)
         )
+        rows.append((f"{name}: throughput (appends/s)", len(s_times) / sum(s_times), len(r_times) / sum(r_times)))
     for n in (1_000, 5_000):
         conv = store.start_conversation()
         store_fill(store, conv, n)
@@ -128,8 +144,7 @@ def run(sync: str, appends: int, tmp: Path) -> list[tuple[str, float, float]]:
     sp, rp = tmp / f"size-store-{sync}.db", tmp / f"size-raw-{sync}.db"
     s2 = open_store(f"sqlite:///{sp}", synchronous=sync)
     conv = s2.start_conversation()
-    for _ in range(1000):
-        s2.append(conv, [MESSAGE])
+    store_appends(s2, conv, 1000)
     s2.close()
     r2 = raw_setup(rp, sync)
     raw_appends(r2, "size", 0, 1000)
@@ -146,7 +161,7 @@ def _timed(fn) -> float:  # type: ignore[no-untyped-def]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--appends", type=int, default=300, help="appends per measurement (default 300)")
+    parser.add_argument("--appends", type=int, default=1000, help="appends per measurement (default 1000)")
     parser.add_argument("--dir", default=None, help="where to put the database files (default: a temp dir)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
@@ -155,7 +170,9 @@ def main() -> int:
         print("|---|---|---:|---:|---:|")
         for sync in ("FULL", "NORMAL"):
             for name, s, r in run(sync, args.appends, Path(d)):
-                print(f"| {sync} | {name} | {s:.3f} | {r:.3f} | {s / r:.2f}x |")
+                # A ratio of costs: for throughput, raw's rate over the store's.
+                ratio = r / s if "throughput" in name else s / r
+                print(f"| {sync} | {name} | {s:.3f} | {r:.3f} | {ratio:.2f}x |")
     return 0
 
 

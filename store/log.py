@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from json import encoder as json_encoder
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConflictError, NotFoundError, PendingToolCallsError, ValidationError
@@ -42,6 +43,34 @@ __all__ = [
 
 DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _json_parts() -> Callable[[Any, int], Sequence[str]]:
+    """``_ENCODER``'s encoding without its per-call setup: the C encoder, built once.
+
+    ``JSONEncoder.encode`` builds a new C encoder on every call, which costs as much
+    as encoding a chat message. This one has no circular-reference bookkeeping (no
+    state shared between calls or threads): a payload that contains itself fails as
+    too deeply nested. Called as ``parts(payload, 0)``; the text is the parts joined.
+    """
+    make: Any = getattr(json_encoder, "c_make_encoder", None)
+    if make is None:
+        return lambda payload, _: (_ENCODER.encode(payload),)
+    parts: Callable[[Any, int], Sequence[str]] = make(
+        None,
+        _ENCODER.default,
+        json_encoder.encode_basestring,
+        None,
+        _ENCODER.key_separator,
+        _ENCODER.item_separator,
+        False,
+        False,
+        False,
+    )
+    return parts
+
+
+_JSON_PARTS = _json_parts()
 
 
 class PayloadCodec(Protocol):
@@ -246,9 +275,9 @@ class Store:
 
     def _dumps(self, payload: Any, where: str | Draft) -> str:
         try:
-            return _ENCODER.encode(payload)
+            return "".join(_JSON_PARTS(payload, 0))
         except RecursionError:
-            raise ValidationError(_where(where), "is nested too deeply to store") from None
+            raise ValidationError(_where(where), "is nested too deeply (or contains itself) to store") from None
         except (TypeError, ValueError) as exc:
             raise ValidationError(_where(where), f"is not JSON: {exc}") from None
 

@@ -25,7 +25,7 @@ def validate_message(message: Any, where: str = "message") -> dict[str, Any]:
     Raises:
         ValidationError: naming the field, e.g. ``messages[2].tool_calls[0].function.arguments``.
     """
-    if not isinstance(message, Mapping):
+    if type(message) is not dict and not isinstance(message, Mapping):
         raise ValidationError(where, f"must be an object, got {type(message).__name__}")
     msg = dict(message)
     for key in msg:

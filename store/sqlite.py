@@ -38,7 +38,6 @@ from .sqlite_schema import (
     create_schema,
     migrate_v1,
     record,
-    stored_bytes,
 )
 
 __all__ = ["SCHEMA", "PerThread", "SQLiteRecorder", "connect"]
@@ -149,16 +148,17 @@ def _moved(h: StreamHead, last: NewRecord) -> StreamHead:
 
 
 def _row(sid: int, code: int, r: NewRecord) -> tuple[object, ...]:
+    """A new event's column values. Its id and hash are the writer's, always lowercase hex of 16 and 32 bytes."""
     return (
         sid,
         r.version,
         code,
         r.schema_version,
-        stored_bytes(r.event_id, 16),
+        bytes.fromhex(r.event_id),
         r.key,
         r.recorded_us,
         r.payload,
-        stored_bytes(r.hash, 32),
+        bytes.fromhex(r.hash),
     )
 
 
@@ -336,7 +336,10 @@ class _Guess:
             raise RuntimeError("append_alone: update_head without a preceding insert")
         if not moved_only_by(head, known[1], last):
             raise RuntimeError("append_alone: the body may not change a stream's status or lease")
-        self._caches.remember({head.stream_id: (known[0], head)}, {})
+        heads = self._caches.heads
+        if len(heads) >= _CACHED_HEADS:
+            heads.clear()
+        heads[head.stream_id] = (known[0], head)
 
 
 class SQLiteRecorder:
@@ -426,7 +429,7 @@ class SQLiteRecorder:
         and ``body`` runs again in an ordinary write transaction. ``body`` must not change
         the stream's status or lease.
         """
-        conn = self._conn()
+        conn = self._conns.get()
         if not conn.in_transaction:
             try:
                 return body(_Guess(conn, self._caches))

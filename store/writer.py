@@ -220,32 +220,17 @@ class Writer:
         fresh: Sequence[int] = range(len(drafts))
         keys = [d.key for d in drafts if d.key is not None]
         if keys:
-            if len(set(keys)) != len(keys):
-                raise ConflictError(f"the same id appears twice in one batch for {conv!r}")
-            existing = self._stored_keys(stream_id, keys)
-            if existing:
-                fresh = []
-                for i, draft in enumerate(drafts):
-                    old = existing.get(draft.key) if draft.key is not None else None
-                    if old is None:
-                        fresh.append(i)
-                        continue
-                    if old.type != draft.cls.TYPE or _without_key(draft.cls, store._payload_of(old), old) != json.loads(
-                        encoded[i][0]
-                    ):
-                        raise ConflictError(
-                            f"id {draft.key!r} in conversation {conv!r} was already used for different content"
-                        )
-                    results[i] = store.decode(old)
-                if not fresh:
-                    return [r for r in results if r is not None]
+            fresh = self._settle_keys(stream_id, conv, keys, drafts, encoded, results)
+            if not fresh:
+                return [r for r in results if r is not None]
         if expected_version is not None and expected_version != head.version:
             raise ConcurrencyError(conv, expected_version, head.version)
         version, prev, tenant, signing_key = head.version, head.head_hash, head.tenant, store.signing_key
         at, recorded_at, recorded_us = _now()
         new_records = []
         for i in fresh:
-            cls, key, text = drafts[i].cls, drafts[i].key, encoded[i][1]
+            draft = drafts[i]
+            cls, key, text = draft.cls, draft.key, encoded[i][1]
             version += 1
             event_id = event_id_for(version)
             if key is None and cls.KEY_FIELD is not None and version >= _VERSION_IN_ID:
@@ -297,11 +282,9 @@ class Writer:
         )
         self._tx.update_head(moved)
         self._heads[stream_id] = moved
+        as_given = store.redactor is None
         for i, rec, position in zip(fresh, new_records, positions, strict=True):
             cls = drafts[i].cls
-            payload = _read_back(stored[i] if store.redactor is None else None, encoded[i][0])
-            if cls.KEY_FIELD is not None and cls.KEY_FIELD not in payload:
-                payload[cls.KEY_FIELD] = rec.key if rec.key is not None else rec.event_id
             values = {
                 "event_id": rec.event_id,
                 "conversation_id": conv,
@@ -311,9 +294,47 @@ class Writer:
                 "recorded_at": at,
                 "tenant": tenant,
             }
-            values.update(payload)
+            values.update(_read_back(stored[i] if as_given else None, encoded[i][0]))
+            field = cls.KEY_FIELD
+            if field is not None and field not in values:
+                values[field] = rec.key if rec.key is not None else rec.event_id
             results[i] = _built(cls, values)
+        if len(fresh) == len(results):
+            return results  # type: ignore[return-value]  # every slot was filled
         return [r for r in results if r is not None]
+
+    def _settle_keys(
+        self,
+        stream_id: str,
+        conv: str,
+        keys: list[str],
+        drafts: Sequence[Draft],
+        encoded: list[tuple[str, str]],
+        results: list[Event | None],
+    ) -> list[int]:
+        """Which drafts are new: a stored key with equal content puts the stored event in ``results``.
+
+        Raises:
+            ConflictError: a key appears twice in the batch, or is stored with different content.
+        """
+        if len(set(keys)) != len(keys):
+            raise ConflictError(f"the same id appears twice in one batch for {conv!r}")
+        existing = self._stored_keys(stream_id, keys)
+        if not existing:
+            return list(range(len(drafts)))
+        store = self._store
+        fresh = []
+        for i, draft in enumerate(drafts):
+            old = existing.get(draft.key) if draft.key is not None else None
+            if old is None:
+                fresh.append(i)
+                continue
+            if old.type != draft.cls.TYPE or _without_key(draft.cls, store._payload_of(old), old) != json.loads(
+                encoded[i][0]
+            ):
+                raise ConflictError(f"id {draft.key!r} in conversation {conv!r} was already used for different content")
+            results[i] = store.decode(old)
+        return fresh
 
     def _stored_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
         """The stored records of ``keys``: by the key column, or, for an id-less message's id, by version."""

@@ -67,6 +67,22 @@ BAD: list[tuple[Any, str]] = [
 ]
 
 
+def _containing_itself() -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "user", "content": "x", "parts": []}
+    message["parts"].append(message)
+    return message
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return {"role": "user", "content": "x", "extra": value}
+
+
+BAD += [(_containing_itself(), "messages[0]"), (_nested(100_000), "messages[0]")]
+
+
 @pytest.mark.parametrize(("message", "field"), BAD)
 def test_bad_message_is_rejected_naming_the_field(db: tuple[Store, str, Path], message: Any, field: str) -> None:
     """Each malformed message raises ValidationError for its field and leaves the file unchanged."""
