@@ -276,10 +276,8 @@ class Store:
     def _dumps(self, payload: Any, where: str | Draft) -> str:
         try:
             return "".join(_JSON_PARTS(payload, 0))
-        except RecursionError:
-            raise ValidationError(_where(where), "is nested too deeply (or contains itself) to store") from None
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(_where(where), f"is not JSON: {exc}") from None
+        except (RecursionError, TypeError, ValueError) as exc:
+            raise _not_json(where, exc) from None
 
     def _redact(self, payload: Any) -> Any:
         """The one place secrets are redacted: every payload and metadata pass through here."""
@@ -287,7 +285,10 @@ class Store:
 
     def _encode_payload(self, conversation_id: str, draft: Draft, payload: Mapping[str, Any]) -> tuple[str, str]:
         """A draft's payload as JSON text, checked (JSON, unicode, size), and as stored (through the codec)."""
-        text = self._dumps(payload if self.redactor is None else self.redactor.redact(payload), draft)
+        try:
+            text = "".join(_JSON_PARTS(payload if self.redactor is None else self.redactor.redact(payload), 0))
+        except (RecursionError, TypeError, ValueError) as exc:
+            raise _not_json(draft, exc) from None
         if text.isascii():
             size = len(text)
         else:
@@ -464,3 +465,10 @@ def _where(what: str | Draft) -> str:
     if isinstance(what, str):
         return what
     return what.label or what.cls.TYPE
+
+
+def _not_json(what: str | Draft, exc: Exception) -> ValidationError:
+    """The error for a payload the JSON encoder refused."""
+    if isinstance(exc, RecursionError):
+        return ValidationError(_where(what), "is nested too deeply (or contains itself) to store")
+    return ValidationError(_where(what), f"is not JSON: {exc}")

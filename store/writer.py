@@ -214,11 +214,17 @@ class Writer:
         if head is None:
             raise NotFoundError(f"conversation {_conversation_of(stream_id)!r} does not exist")
         conv = head.conversation_id
-        stored = [_stored_payload(d) for d in drafts]
-        encoded = [store._encode_payload(conv, d, p) for d, p in zip(drafts, stored, strict=True)]
+        stored, encoded, keys = [], [], []
+        for draft in drafts:
+            payload, field = draft.payload, draft.cls.KEY_FIELD
+            if field is not None and field in payload and payload[field] in (draft.key, None):
+                payload = {k: v for k, v in payload.items() if k != field}  # the key column holds it
+            stored.append(payload)
+            encoded.append(store._encode_payload(conv, draft, payload))
+            if draft.key is not None:
+                keys.append(draft.key)
         results: list[Event | None] = [None] * len(drafts)
         fresh: Sequence[int] = range(len(drafts))
-        keys = [d.key for d in drafts if d.key is not None]
         if keys:
             fresh = self._settle_keys(stream_id, conv, keys, drafts, encoded, results)
             if not fresh:
@@ -351,15 +357,6 @@ class Writer:
                 if rec.event_id == key and rec.key is None and event_class(rec.type).KEY_FIELD is not None:
                     found[key] = rec
         return found
-
-
-def _stored_payload(draft: Draft) -> dict[str, Any]:
-    """The payload as stored: an event's key field is left out when the key column holds it."""
-    field = draft.cls.KEY_FIELD
-    payload = draft.payload
-    if field is not None and field in payload and payload[field] in (draft.key, None):
-        payload = {k: v for k, v in payload.items() if k != field}
-    return payload
 
 
 _FLAT = frozenset({str, int, float, bool, type(None)})
