@@ -23,6 +23,8 @@ class _Tx:
         self.heads: dict[str, StreamHead] = {}
         self.records: list[Record] = []
         self.next_position = rec._next_position
+        self.event_ids: set[str] = set()
+        self.versions: dict[str, int] = {}  # the last version each stream reached in this transaction
 
     def head(self, stream_id: str) -> StreamHead | None:
         return self.heads.get(stream_id) or self._rec._heads.get(stream_id)
@@ -33,33 +35,36 @@ class _Tx:
         self.heads[head.stream_id] = head
 
     def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
-        found: dict[str, Record] = {}
+        by_key = self._rec._by_key
+        found = {key: by_key[stream_id, key] for key in keys if (stream_id, key) in by_key}
         wanted = set(keys)
-        for rec in [*self._rec._streams.get(stream_id, []), *self.records]:
+        for rec in self.records:
             if rec.stream_id == stream_id and rec.key in wanted:
                 found[str(rec.key)] = rec
         return found
 
     def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
+        stream = self._rec._streams.get(stream_id, [])
         wanted = set(versions)
-        return [
-            r
-            for r in [*self._rec._streams.get(stream_id, []), *self.records]
-            if r.stream_id == stream_id and r.version in wanted
-        ]
+        # Versions are 1, 2, 3, ... so version v is at index v - 1.
+        found = [stream[v - 1] for v in sorted(wanted) if 0 < v <= len(stream) and stream[v - 1].version == v]
+        return found + [r for r in self.records if r.stream_id == stream_id and r.version in wanted]
 
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
         positions = []
-        taken_ids = {r.event_id for r in self.records}
         for new in records:
-            if new.event_id in self._rec._event_ids or new.event_id in taken_ids:
+            if new.event_id in self._rec._event_ids or new.event_id in self.event_ids:
                 raise ConflictError(f"event id {new.event_id!r} exists already")
-            stream = [*self._rec._streams.get(new.stream_id, []), *self.records]
-            if any(r.stream_id == new.stream_id and r.version == new.version for r in stream[-2:]):
+            last = self.versions.get(new.stream_id)
+            if last is None:
+                stream = self._rec._streams.get(new.stream_id)
+                last = stream[-1].version if stream else 0
+            if new.version <= last:
                 raise ConflictError(f"stream {new.stream_id!r} has version {new.version} already")
             rec = Record(self.next_position, *new[:-1])
             self.records.append(rec)
-            taken_ids.add(new.event_id)
+            self.event_ids.add(new.event_id)
+            self.versions[new.stream_id] = new.version
             positions.append(self.next_position)
             self.next_position += 1
         return positions
@@ -77,6 +82,7 @@ class MemoryRecorder:
         self._streams: dict[str, list[Record]] = {}
         self._heads: dict[str, StreamHead] = {}
         self._event_ids: set[str] = set()
+        self._by_key: dict[tuple[str, str], Record] = {}
         self._next_position = 1
 
     @contextmanager
@@ -89,6 +95,8 @@ class MemoryRecorder:
                 self._log.append(rec)
                 self._streams.setdefault(rec.stream_id, []).append(rec)
                 self._event_ids.add(rec.event_id)
+                if rec.key is not None:
+                    self._by_key[rec.stream_id, rec.key] = rec
             self._heads.update(tx.heads)
             self._next_position = tx.next_position
 

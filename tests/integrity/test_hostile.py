@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatledger.adapters.openai_format import export_conversation, import_record
-from chatledger.store import ChatledgerError, Store, open_store
+from chatledger.store import ChatledgerError, MessageAppended, Store, open_store
 
 
 def _nested(depth: int) -> Any:
@@ -63,8 +63,11 @@ def _attempt(store: Store, op: str, ident: Any, content: Any, meta_key: Any, met
             assert store.messages(conv) == [message]
             assert store.conversation(conv).metadata == {meta_key: meta_value}
         elif op == "append":
-            store.append("base", [message], message_ids=[ident])
-            assert store.messages("base")[-1] == message
+            # A retried id returns the message stored first, wherever it is in the conversation.
+            (event,) = store.append("base", [message], message_ids=[ident])
+            stored = {e.message_id: e.message for e in store.events("base") if isinstance(e, MessageAppended)}
+            assert event.message == message and stored[event.message_id] == message
+            assert ident is None or event.message_id == ident
         elif op == "append_to":
             store.append(ident, [message])
         else:
