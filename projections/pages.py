@@ -12,7 +12,7 @@ Two readers make pages (:func:`log_reader` picks one):
 
 * over the recorder's ``read_all`` (every backend): the records are read as
   they are and turned into columns with one transposition;
-* over a SQLite log's own table (layout 2, through the recorder's connection):
+* over a SQLite log's own table (:class:`~chatledger.store.sqlite_scan.SQLiteScan`):
   the event rows are read without joining their stream and type, without their
   hash and event id, payloads as UTF-8 bytes, and a column is only derived when
   a fold asks for it, through small caches (stream sid to stream id,
@@ -25,15 +25,13 @@ Two readers make pages (:func:`log_reader` picks one):
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar, overload
 
-from chatledger.store import BackendUnavailable
 from chatledger.store.recorder import Record
 from chatledger.store.sqlite import SQLiteRecorder
-from chatledger.store.sqlite_schema import LAYOUT_VERSION, RECORD_SELECT, hex_text, iso_text, record
+from chatledger.store.sqlite_scan import SQLiteScan
 
 __all__ = ["LogReader", "Page", "RecordPage", "SQLitePage", "log_reader"]
 
@@ -139,35 +137,22 @@ class _RecordReader:
         return RecordPage(self._recorder.read_all(after, limit, None))
 
 
-_ROWS = (
-    "SELECT position, sid, version, type, schema_version, key, recorded_at, CAST(payload AS BLOB) "
-    "FROM events WHERE position > ? ORDER BY position LIMIT ?"
-)
-_LAYOUT = 2  # the SQLite layout the queries here are written for; another one is read through read_all
 _CACHED_STREAMS = 50_000  # ~12 MB of names; past that the cache starts over
-_CHUNK = 500  # sids per IN (...) lookup
 _AHEAD = 2000  # streams read at once from the first one a page misses
 
 
 class _SQLiteReader:
-    """Pages read straight from a SQLite log's ``events`` table (layout 2), and the names they refer to."""
+    """Pages read straight from a SQLite log's ``events`` table, and the names their codes stand for."""
 
-    def __init__(self, recorder: Any) -> None:
-        self._recorder = recorder
+    def __init__(self, scan: SQLiteScan) -> None:
+        self.scan = scan
         self.streams: dict[int, str] = {}  # by sid: stream id, conversation, tenant
         self.conversations: dict[int, str] = {}
         self.tenants: dict[int, str] = {}
         self.types: dict[int, str] = {}  # by code: type name
 
-    def query(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        """Rows of a query on the log's connection for this thread (driver errors translated)."""
-        try:
-            return self._recorder.connection.execute(sql, params).fetchall()  # type: ignore[no-any-return]
-        except sqlite3.Error as exc:
-            raise BackendUnavailable(f"reading the log: SQLite said {exc}") from exc
-
     def read(self, after: int, limit: int) -> Page:
-        return SQLitePage(self, after, self.query(_ROWS, (after, limit)))
+        return SQLitePage(self, after, self.scan.rows(after, limit))
 
     def stream_names(self, names: dict[int, str], sids: Sequence[int]) -> list[str]:
         """``names[sid]`` for each sid (``names`` is one of the stream caches), reading what is missing."""
@@ -182,7 +167,7 @@ class _SQLiteReader:
         try:
             return list(map(self.types.__getitem__, codes))
         except KeyError:
-            self.types = dict(self.query("SELECT code, name FROM event_types", ()))
+            self.types = self.scan.type_names()
             return list(map(self.types.__getitem__, codes))
 
     def _load_streams(self, sids: Sequence[int]) -> None:
@@ -194,18 +179,8 @@ class _SQLiteReader:
         wanted = sorted(missing)
         # The log mostly meets streams in the order they were made (the order of sids): read the
         # ones that follow too, so that the next pages find theirs here.
-        found = self.query(
-            "SELECT sid, stream_id, conversation_id, tenant FROM streams WHERE sid >= ? ORDER BY sid LIMIT ?",
-            (wanted[0], _AHEAD),
-        )
-        rest = [sid for sid in wanted if sid > found[-1][0]] if found else wanted
-        for start in range(0, len(rest), _CHUNK):
-            chunk = rest[start : start + _CHUNK]
-            found += self.query(
-                f"SELECT sid, stream_id, conversation_id, tenant FROM streams WHERE sid IN "
-                f"({','.join('?' * len(chunk))})",
-                chunk,
-            )
+        found = self.scan.streams_from(wanted[0], _AHEAD)
+        found += self.scan.streams([sid for sid in wanted if sid > found[-1][0]] if found else wanted)
         for sid, stream_id, conversation_id, tenant in found:
             self.streams[sid] = stream_id
             self.conversations[sid] = conversation_id
@@ -221,7 +196,7 @@ class SQLitePage:
         self.columns: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) or [() for _ in range(8)]
         # The page's positions as a range, (after, last]: rows read there again are the same rows
         # (positions are given in commit order, and committed events never change).
-        self._range = [after, self.columns[0][-1] if rows else after]
+        self._after, self._last = after, (self.columns[0][-1] if rows else after)
 
     def __len__(self) -> int:
         return self._size
@@ -253,37 +228,29 @@ class SQLitePage:
     @cached_property
     def event_id(self) -> Sequence[str]:
         # Read again when asked for: the folds do not read it, and carrying it cost ~0.3 s per 1M events.
-        rows = self._reader.query(
-            "SELECT event_id FROM events WHERE position > ? AND position <= ? ORDER BY position", self._range
-        )
-        return [hex_text(value) for (value,) in rows]
+        return self._reader.scan.event_ids(self._after, self._last)
 
     @cached_property
     def recorded_at(self) -> Sequence[str]:
         times = self.columns[6]
-        text = {at: iso_text(at) if type(at) is int else at for at in set(times)}  # appends share a time
+        time_text = self._reader.scan.time_text
+        text = {at: time_text(at) for at in set(times)}  # appends share a time
         return list(map(text.__getitem__, times))
 
     payload = _Column[str | bytes](7)
 
     def records(self, types: frozenset[str] | None) -> list[Record]:
-        where = "e.position > ? AND e.position <= ?"
-        params: list[Any] = list(self._range)
+        if not self._size:
+            return []
+        codes = None
         if types is not None:
             named = set(self.type)  # every code of the page is in the type cache now
             codes = [code for code, name in self._reader.types.items() if name in types and name in named]
-            if not codes:
-                return []
-            where += f" AND e.type IN ({','.join('?' * len(codes))})"
-            params += codes
-        if not self._size:
-            return []
-        rows = self._reader.query(f"{RECORD_SELECT} WHERE {where} ORDER BY e.position", params)
-        return list(map(record, rows))
+        return self._reader.scan.records(self._after, self._last, codes)
 
 
 def log_reader(recorder: Any) -> LogReader:
     """The fastest page reader for a recorder: its SQLite table when it is one, ``read_all`` otherwise."""
-    if isinstance(recorder, SQLiteRecorder) and LAYOUT_VERSION == _LAYOUT:
-        return _SQLiteReader(recorder)
+    if isinstance(recorder, SQLiteRecorder):
+        return _SQLiteReader(SQLiteScan(recorder))
     return _RecordReader(recorder)
