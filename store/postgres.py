@@ -362,10 +362,8 @@ class _Guess:
     def update_head(self, head: StreamHead) -> None:
         guessed, last = self._head, self._written
         # The append statement moved the head already; status and lease are left as they were.
-        if guessed is None or last is None or head.stream_id != guessed.stream_id:
-            raise RuntimeError("append_alone: update_head without a preceding insert")
-        if not moved_only_by(head, guessed, last):
-            raise RuntimeError("append_alone: the body may not change a stream's status or lease")
+        if guessed is None or last is None or not moved_only_by(head, guessed, last):
+            raise RuntimeError("append_alone: the body may only move the head it inserted after to its last event")
         self._rec._remember({head.stream_id: head})
 
 

@@ -179,10 +179,11 @@ def moved_only_by(head: StreamHead, before: StreamHead, last: NewRecord) -> bool
 
     What a one-statement append checks: its statement writes events, never a stream's status or lease.
     """
-    return (head.version, head.head_hash, head.updated_at, head.status, head.lease_until) == (
-        last.version,
-        last.hash,
-        last.recorded_at,
-        before.status,
-        before.lease_until,
+    return (
+        head.version == last.version
+        and head.head_hash == last.hash
+        and head.updated_at == last.recorded_at
+        and head.stream_id == before.stream_id
+        and head.status == before.status
+        and head.lease_until == before.lease_until
     )

@@ -148,18 +148,41 @@ def _moved(h: StreamHead, last: NewRecord) -> StreamHead:
 
 
 def _row(sid: int, code: int, r: NewRecord) -> tuple[object, ...]:
-    """A new event's column values. Its id and hash are the writer's, always lowercase hex of 16 and 32 bytes."""
+    """A new event's column values, in ``_INSERT``'s order.
+
+    Its id and hash are the writer's, always lowercase hex of 16 and 32 bytes. They are
+    bound as ``bytearray``: the ``sqlite3`` module binds ``bytes`` (and ``None``) only
+    after looking for an adapter, a failed attribute lookup that costs more than the
+    conversion from hex.
+    """
     return (
         sid,
         r.version,
         code,
         r.schema_version,
-        bytes.fromhex(r.event_id),
+        bytearray.fromhex(r.event_id),
         r.key,
         r.recorded_us,
         r.payload,
-        bytes.fromhex(r.hash),
+        bytearray.fromhex(r.hash),
     )
+
+
+def _insert_one(conn: sqlite3.Connection, sid: int, code: int, r: NewRecord) -> int:
+    """Insert one event and return its position (an event without a key leaves the column NULL unbound)."""
+    if r.key is not None:
+        return int(conn.execute(_INSERT, _row(sid, code, r)).lastrowid or 0)
+    row = (
+        sid,
+        r.version,
+        code,
+        r.schema_version,
+        bytearray.fromhex(r.event_id),
+        r.recorded_us,
+        r.payload,
+        bytearray.fromhex(r.hash),
+    )
+    return int(conn.execute(_INSERT_KEYLESS, row).lastrowid or 0)
 
 
 class _Tx:
@@ -240,8 +263,7 @@ class _Tx:
             sid = self._sid(r.stream_id)
             if sid is None:
                 raise ConflictError(f"stream {r.stream_id!r} does not exist")
-            cur = self._conn.execute(_INSERT, _row(sid, self._type_code(r.type), r))
-            positions.append(int(cur.lastrowid or 0))
+            positions.append(_insert_one(self._conn, sid, self._type_code(r.type), r))
             known = self.heads.get(r.stream_id)
             if known is not None:
                 self.heads[r.stream_id] = (sid, _moved(known[1], r))
@@ -263,6 +285,10 @@ class _Tx:
 _INSERT = (
     "INSERT INTO events (sid, version, type, schema_version, event_id, key, recorded_at, payload, hash) "
     "VALUES (?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_KEYLESS = (
+    "INSERT INTO events (sid, version, type, schema_version, event_id, recorded_at, payload, hash) "
+    "VALUES (?,?,?,?,?,?,?,?)"
 )
 _CACHED_HEADS = 4096
 _MAX_GUESSED_ROWS = 32_766 // 9
@@ -305,23 +331,23 @@ class _Guess:
         raise _Miss
 
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
-        known = self._head
-        if known is None or self._written is not None or not records or len(records) > _MAX_GUESSED_ROWS:
+        known, first = self._head, records[0] if records else None
+        if known is None or first is None or self._written is not None or len(records) > _MAX_GUESSED_ROWS:
             raise _Miss
         sid, head = known
         types = self._caches.types
-        rows = []
-        for r in records:
-            code = types.get(r.type)
-            if code is None or r.stream_id != head.stream_id:
-                raise _Miss
-            rows.append(_row(sid, code, r))
         try:
-            if len(rows) == 1:
-                positions = [int(self._conn.execute(_INSERT, rows[0]).lastrowid or 0)]
+            if len(records) == 1:
+                code = types.get(first.type)
+                if code is None or first.stream_id != head.stream_id:
+                    raise _Miss
+                positions = [_insert_one(self._conn, sid, code, first)]
             else:
-                sql = _INSERT.replace("(?,?,?,?,?,?,?,?,?)", ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(rows)))
-                flat = [value for row in rows for value in row]
+                codes = [types.get(r.type) for r in records]
+                if None in codes or any(r.stream_id != head.stream_id for r in records):
+                    raise _Miss
+                sql = _INSERT.replace("(?,?,?,?,?,?,?,?,?)", ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(records)))
+                flat = [value for r, code in zip(records, codes, strict=True) for value in _row(sid, code or 0, r)]
                 positions = sorted(int(p) for (p,) in self._conn.execute(sql + " RETURNING position", flat))
         except sqlite3.IntegrityError:
             raise _Miss from None
@@ -332,10 +358,8 @@ class _Guess:
 
     def update_head(self, head: StreamHead) -> None:
         known, last = self._head, self._written
-        if known is None or last is None or head.stream_id != known[1].stream_id:
-            raise RuntimeError("append_alone: update_head without a preceding insert")
-        if not moved_only_by(head, known[1], last):
-            raise RuntimeError("append_alone: the body may not change a stream's status or lease")
+        if known is None or last is None or not moved_only_by(head, known[1], last):
+            raise RuntimeError("append_alone: the body may only move the head it inserted after to its last event")
         heads = self._caches.heads
         if len(heads) >= _CACHED_HEADS:
             heads.clear()
