@@ -239,9 +239,10 @@ class Writer:
             raise ConcurrencyError(conv, expected_version, head.version)
         version, prev, tenant, signing_key = head.version, head.head_hash, head.tenant, store.signing_key
         at, recorded_at, recorded_us = _now()
-        new_records = []
+        as_given = store.redactor is None
+        new_records, events = [], []
         for i in fresh:
-            spec, key, text = specs[i], drafts[i].key, encoded[i][1]
+            spec, key, (text, stored_text) = specs[i], drafts[i].key, encoded[i]
             version += 1
             event_id = event_id_for(version)
             if key is None and spec.key_field is not None and version >= _VERSION_IN_ID:
@@ -257,7 +258,7 @@ class Writer:
                 key,
                 recorded_at,
                 tenant,
-                text,
+                stored_text,
                 signing_key,
             )
             new_records.append(
@@ -273,13 +274,28 @@ class Writer:
                         schema_version,
                         key,
                         recorded_at,
-                        text,
+                        stored_text,
                         prev,
                         recorded_us,
                     ),
                 )
             )
-        positions = self._tx.insert(new_records)
+            # The event is built before the write and gets its position after: what runs
+            # after a durable commit runs on caches the commit's fsync left cold.
+            values = {
+                "event_id": event_id,
+                "conversation_id": conv,
+                "stream_id": stream_id,
+                "version": version,
+                "position": 0,
+                "recorded_at": at,
+                "tenant": tenant,
+            }
+            _read_back(values, stored[i] if as_given else None, text)
+            field = spec.key_field
+            if field is not None and field not in values:
+                values[field] = key if key is not None else event_id
+            events.append(_built(drafts[i].cls, spec, values))
         moved = _tuple(
             StreamHead,
             (
@@ -296,25 +312,11 @@ class Writer:
                 head.metadata,
             ),
         )
+        positions = self._tx.insert(new_records)
+        for event, position in zip(events, positions, strict=True):
+            event.__dict__["position"] = position
         self._tx.update_head(moved)
         self._heads[stream_id] = moved
-        as_given = store.redactor is None
-        events: list[Event] = []
-        for i, rec, position in zip(fresh, new_records, positions, strict=True):
-            values = {
-                "event_id": rec.event_id,
-                "conversation_id": conv,
-                "stream_id": stream_id,
-                "version": rec.version,
-                "position": position,
-                "recorded_at": at,
-                "tenant": tenant,
-            }
-            _read_back(values, stored[i] if as_given else None, encoded[i][0])
-            field = specs[i].key_field
-            if field is not None and field not in values:
-                values[field] = rec.key if rec.key is not None else rec.event_id
-            events.append(_built(drafts[i].cls, specs[i], values))
         if not results:
             return events
         for i, event in zip(fresh, events, strict=True):
