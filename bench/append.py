@@ -3,17 +3,26 @@
 Run: python bench/append.py [--appends 1000] [--dir DIR]
 
 For each synchronous mode (FULL, NORMAL) it measures, in one run and on the same
-file system:
+file system, three writers of the same chat message:
+- chatledger: ``Store.append(conv, [message])`` (validation, idempotency, hash
+  chain, the typed event returned);
+- eventsourcing's SQLite application recorder inserting one ``StoredEvent`` per
+  append (the bare engine: no validation, no chain, no event object), as a
+  reference for what an event store's recorder costs on its own;
+- raw sqlite3 doing BEGIN + INSERT + COMMIT of the same JSON into a
+  (conversation_id, version, payload) table.
+What is measured:
 - single-message durable appends (one transaction each) to a conversation that
-  already holds 0, 1,000 and 10,000 events, against raw sqlite3 doing
-  BEGIN + INSERT + COMMIT of the same JSON into a (conversation_id, version) table:
-  latency (median) and throughput (appends over their total time, WAL checkpoints
-  included). Store and raw appends alternate one by one, after a warm-up of both
-  on other conversations;
-- loading the history of 1,000- and 5,000-message conversations, against raw
-  SELECT + json.loads of the same rows;
-- database size per 1,000 messages, against the raw table.
-Ratios (the store's cost ÷ raw's) are what to read: absolute numbers vary with the machine.
+  already holds 0, 1,000 and 10,000 events: latency (median) and throughput
+  (appends over their total time, WAL checkpoints included). chatledger's appends
+  take turns one by one with raw's, then the recorder's with raw's, after a
+  warm-up of all on other conversations;
+- loading the history of 1,000- and 5,000-message conversations (raw: SELECT +
+  json.loads of the same rows);
+- database size per 1,000 messages.
+Ratios (a writer's cost ÷ raw's, each against the raw appends measured in turns with it)
+are what to read: absolute numbers vary with the machine. The recorder's column is its
+ratio only.
 """
 
 from __future__ import annotations
@@ -26,11 +35,22 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnection, SQLiteDatastore
 
 from chatledger.store import open_store
 
 MESSAGE = {"role": "user", "content": "Please check the weather in Rome and book a table for two at eight. " * 2}
+TOPIC = "chat.message"
+Row = tuple[str, float, float, float]  # measure, chatledger, raw, the recorder's ratio to raw
+
+
+# -- raw sqlite3 ---------------------------------------------------------------------------------
 
 
 def raw_setup(path: Path, sync: str) -> sqlite3.Connection:
@@ -59,10 +79,6 @@ def raw_append(conn: sqlite3.Connection, conv: str, version: int) -> float:
     return time.perf_counter() - t0
 
 
-def raw_appends(conn: sqlite3.Connection, conv: str, start: int, count: int) -> list[float]:
-    return [raw_append(conn, conv, v) for v in range(start + 1, start + count + 1)]
-
-
 def raw_load(conn: sqlite3.Connection, conv: str) -> float:
     t0 = time.perf_counter()
     rows = conn.execute("SELECT payload FROM messages WHERE conversation_id = ? ORDER BY version", (conv,)).fetchall()
@@ -71,39 +87,91 @@ def raw_load(conn: sqlite3.Connection, conv: str) -> float:
     return time.perf_counter() - t0
 
 
-def store_fill(store, conv: str, n: int) -> None:  # type: ignore[no-untyped-def]
+# -- eventsourcing's recorder --------------------------------------------------------------------
+
+
+def es_setup(path: Path, sync: str) -> SQLiteApplicationRecorder:
+    """eventsourcing's SQLite application recorder on its own file, with the same ``synchronous``."""
+    datastore = SQLiteDatastore(str(path))
+    pool: Any = datastore.pool
+    make: Callable[[], SQLiteConnection] = pool._create_connection
+
+    def tuned() -> SQLiteConnection:  # eventsourcing opens its connections lazily, in WAL mode
+        conn = make()
+        conn._sqlite_conn.execute(f"PRAGMA synchronous={sync}")
+        return conn
+
+    pool._create_connection = tuned
+    recorder = SQLiteApplicationRecorder(datastore)
+    recorder.create_table()
+    return recorder
+
+
+def es_fill(recorder: SQLiteApplicationRecorder, oid: uuid.UUID, n: int) -> None:
+    state = json.dumps(MESSAGE).encode()
+    for start in range(0, n, 1000):
+        recorder.insert_events([StoredEvent(oid, v, TOPIC, state) for v in range(start + 1, min(start + 1000, n) + 1)])
+
+
+def es_append(recorder: SQLiteApplicationRecorder, oid: uuid.UUID, version: int) -> float:
+    t0 = time.perf_counter()
+    recorder.insert_events([StoredEvent(oid, version, TOPIC, json.dumps(MESSAGE).encode())])
+    return time.perf_counter() - t0
+
+
+def es_load(recorder: SQLiteApplicationRecorder, oid: uuid.UUID) -> float:
+    t0 = time.perf_counter()
+    msgs = [json.loads(e.state) for e in recorder.select_events(oid)]
+    assert msgs
+    return time.perf_counter() - t0
+
+
+# -- chatledger ----------------------------------------------------------------------------------
+
+
+def store_fill(store: Any, conv: str, n: int) -> None:
     for start in range(0, n, 1000):
         store.append(conv, [MESSAGE] * min(1000, n - start))
 
 
-def store_append(store, conv: str) -> float:  # type: ignore[no-untyped-def]
+def store_append(store: Any, conv: str) -> float:
     t0 = time.perf_counter()
     store.append(conv, [MESSAGE])
     return time.perf_counter() - t0
 
 
-def store_appends(store, conv: str, count: int) -> list[float]:  # type: ignore[no-untyped-def]
-    return [store_append(store, conv) for _ in range(count)]
+# -- the measurements ----------------------------------------------------------------------------
 
 
 def appends(
-    store, raw: sqlite3.Connection, length: int, count: int, label: str = ""
-) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
-    """``count`` single-message appends each to a store and a raw conversation of ``length`` prior messages.
+    writer: Callable[[int], float], raw: sqlite3.Connection, length: int, count: int, label: str
+) -> tuple[list[float], list[float]]:
+    """``count`` single-message appends by ``writer`` (given the version) and by raw sqlite3, taking turns.
 
-    Store and raw appends alternate one by one, so that a burst of machine noise or a
-    WAL checkpoint falls on both alike.
+    Both write to a conversation of ``length`` prior messages (the caller filled the
+    writer's). Turn by turn, a burst of machine noise or a WAL checkpoint falls on
+    both alike, and each append starts on caches the other's commit left cold.
     """
-    conv = store.start_conversation()
-    store_fill(store, conv, length)
     raw_conv = f"raw-{label}{length}"
     raw_fill(raw, raw_conv, length)
-    s_times: list[float] = []
+    w_times: list[float] = []
     r_times: list[float] = []
     for v in range(length + 1, length + count + 1):
-        s_times.append(store_append(store, conv))
+        w_times.append(writer(v))
         r_times.append(raw_append(raw, raw_conv, v))
-    return s_times, r_times
+    return w_times, r_times
+
+
+def store_writer(store: Any, length: int) -> Callable[[int], float]:
+    conv = store.start_conversation()
+    store_fill(store, conv, length)
+    return lambda _version: store_append(store, conv)
+
+
+def es_writer(es: SQLiteApplicationRecorder, length: int) -> Callable[[int], float]:
+    oid = uuid.uuid4()
+    es_fill(es, oid, length)
+    return lambda version: es_append(es, oid, version)
 
 
 def file_size(path: Path) -> int:
@@ -114,46 +182,72 @@ def file_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def run(sync: str, count: int, tmp: Path) -> list[tuple[str, float, float]]:
-    rows: list[tuple[str, float, float]] = []
+def run(sync: str, count: int, tmp: Path) -> list[Row]:
+    rows: list[Row] = []
     store = open_store(f"sqlite:///{tmp / f'store-{sync}.db'}", synchronous=sync)
+    es = es_setup(tmp / f"es-{sync}.db", sync)
     raw = raw_setup(tmp / f"raw-{sync}.db", sync)
-    # Warm up both (code paths, statement caches, the files' first pages) on conversations not measured.
-    appends(store, raw, 0, 50, "warm-up-")
+    # Warm up all (code paths, statement caches, the files' first pages) on conversations not measured.
+    appends(store_writer(store, 0), raw, 0, 50, "warm-up-store-")
+    appends(es_writer(es, 0), raw, 0, 50, "warm-up-es-")
     for length in (0, 1_000, 10_000):
-        s_times, r_times = appends(store, raw, length, count)
+        # chatledger and the recorder are each measured in turns with raw sqlite3, one after the other.
+        s_times, r_times = appends(store_writer(store, length), raw, length, count, "store-")
+        e_times, q_times = appends(es_writer(es, length), raw, length, count, "es-")
         name = f"append, {length:>6} prior events"
+        latency = statistics.median
         rows.append(
-            (f"{name}: latency, median (ms)", statistics.median(s_times) * 1e3, statistics.median(r_times) * 1e3)
+            (
+                f"{name}: latency, median (ms)",
+                latency(s_times) * 1e3,
+                latency(r_times) * 1e3,
+                latency(e_times) / latency(q_times),
+            )
         )
-        rows.append((f"{name}: throughput (appends/s)", len(s_times) / sum(s_times), len(r_times) / sum(r_times)))
+        rows.append(
+            (f"{name}: throughput (appends/s)", _rate(s_times), _rate(r_times), _rate(q_times) / _rate(e_times))
+        )
     for n in (1_000, 5_000):
         conv = store.start_conversation()
         store_fill(store, conv, n)
+        oid = uuid.uuid4()
+        es_fill(es, oid, n)
         raw_conv = f"load-{n}"
         raw_fill(raw, raw_conv, n)
-        # Alternate store and raw loads so that a burst of machine noise hits both; keep each one's best.
-        s_best, r_best = float("inf"), float("inf")
+        # Alternate the loads so that a burst of machine noise hits all; keep each one's best.
+        s_best = e_best = r_best = float("inf")
         for _ in range(9):
             s_best = min(s_best, _timed(lambda c=conv: store.history(c)))
+            e_best = min(e_best, es_load(es, oid))
             r_best = min(r_best, raw_load(raw, raw_conv))
-        rows.append((f"history load, {n} messages (ms)", s_best * 1e3, r_best * 1e3))
+        rows.append((f"history load, {n} messages (ms)", s_best * 1e3, r_best * 1e3, e_best / r_best))
     store.close()
+    es.datastore.close()
     raw.close()
-    # Size: 1,000 messages in fresh files.
-    sp, rp = tmp / f"size-store-{sync}.db", tmp / f"size-raw-{sync}.db"
+    # Size: 1,000 single-message appends in fresh files.
+    sp, ep, rp = tmp / f"size-store-{sync}.db", tmp / f"size-es-{sync}.db", tmp / f"size-raw-{sync}.db"
     s2 = open_store(f"sqlite:///{sp}", synchronous=sync)
     conv = s2.start_conversation()
-    store_appends(s2, conv, 1000)
-    s2.close()
+    e2 = es_setup(ep, sync)
+    oid = uuid.uuid4()
     r2 = raw_setup(rp, sync)
-    raw_appends(r2, "size", 0, 1000)
+    for v in range(1, 1001):
+        store_append(s2, conv)
+        es_append(e2, oid, v)
+        raw_append(r2, "size", v)
+    s2.close()
+    e2.datastore.close()
     r2.close()
-    rows.append(("size per 1,000 messages (KB)", file_size(sp) / 1024, file_size(rp) / 1024))
+    raw_size = file_size(rp)
+    rows.append(("size per 1,000 messages (KB)", file_size(sp) / 1024, raw_size / 1024, file_size(ep) / raw_size))
     return rows
 
 
-def _timed(fn) -> float:  # type: ignore[no-untyped-def]
+def _rate(times: list[float]) -> float:
+    return len(times) / sum(times)
+
+
+def _timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
@@ -166,13 +260,13 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus")
-        print("| synchronous | measure | chatledger | raw sqlite3 | ratio |")
-        print("|---|---|---:|---:|---:|")
+        print("| synchronous | measure | chatledger | raw sqlite3 | ratio | eventsourcing recorder: ratio |")
+        print("|---|---|---:|---:|---:|---:|")
         for sync in ("FULL", "NORMAL"):
-            for name, s, r in run(sync, args.appends, Path(d)):
+            for name, s, r, e_ratio in run(sync, args.appends, Path(d)):
                 # A ratio of costs: for throughput, raw's rate over the store's.
                 ratio = r / s if "throughput" in name else s / r
-                print(f"| {sync} | {name} | {s:.3f} | {r:.3f} | {ratio:.2f}x |")
+                print(f"| {sync} | {name} | {s:.3f} | {r:.3f} | {ratio:.2f}x | {e_ratio:.2f}x |")
     return 0
 
 
