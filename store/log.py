@@ -71,9 +71,6 @@ def _json_parts() -> Callable[[Any, int], Sequence[str]]:
 
 
 _JSON_PARTS = _json_parts()
-_LABELS = tuple(f"messages[{i}]" for i in range(64))
-"""Where a message sits in an append, as errors name it (made once for the first ones)."""
-_new_tuple = tuple.__new__
 
 
 class PayloadCodec(Protocol):
@@ -262,7 +259,7 @@ class Store:
             raise ValidationError("meta", "must have one entry per message")
         drafts = []
         for i, message in enumerate(messages):
-            where = _LABELS[i] if i < len(_LABELS) else f"messages[{i}]"
+            where = f"messages[{i}]"
             msg = validate_message(message, where)
             mid = None if message_ids is None else message_ids[i]
             if mid is not None:
@@ -271,7 +268,7 @@ class Store:
             payload: dict[str, Any] = {"message": msg}
             if meta is not None and meta[i] is not None:
                 payload["meta"] = dict(meta[i] or {})
-            drafts.append(_new_tuple(Draft, (MessageAppended, payload, mid, where)))  # Draft(...) without its __new__
+            drafts.append(Draft(MessageAppended, payload, mid, where))
         return drafts
 
     # -- payload handling ---------------------------------------------------------------------

@@ -170,19 +170,10 @@ def _row(sid: int, code: int, r: NewRecord) -> tuple[object, ...]:
 
 def _insert_one(conn: sqlite3.Connection, sid: int, code: int, r: NewRecord) -> int:
     """Insert one event and return its position (an event without a key leaves the column NULL unbound)."""
+    row = _row(sid, code, r)
     if r.key is not None:
-        return int(conn.execute(_INSERT, _row(sid, code, r)).lastrowid or 0)
-    row = (
-        sid,
-        r.version,
-        code,
-        r.schema_version,
-        bytearray.fromhex(r.event_id),
-        r.recorded_us,
-        r.payload,
-        bytearray.fromhex(r.hash),
-    )
-    return int(conn.execute(_INSERT_KEYLESS, row).lastrowid or 0)
+        return int(conn.execute(_INSERT, row).lastrowid or 0)
+    return int(conn.execute(_INSERT_KEYLESS, row[:5] + row[6:]).lastrowid or 0)
 
 
 class _Tx:
