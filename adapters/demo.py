@@ -27,12 +27,11 @@ from typing import Any
 
 from autogen_core.models import ChatCompletionClient
 
+from chatledger.adapters.agentchat import chatledger_agent, replay
+from chatledger.adapters.agentchat.session import Session
+from chatledger.adapters.scripted import ScriptedChatCompletionClient, call
 from chatledger.projections import tool_audit
 from chatledger.store import Store, ValidationError, open_store
-
-from .agentchat import chatledger_agent, replay
-from .agentchat_session import Session
-from .scripted import ScriptedChatCompletionClient, call
 
 __all__ = ["DemoResult", "run_demo"]
 

@@ -1,14 +1,13 @@
 """chatledger.projections: read models folded from the log (chat history, tool audit, index, search)."""
 
+from chatledger.projections.builtin.audit import AuditRow, audit_key, fold_audit, tool_audit
+from chatledger.projections.builtin.history import chat_history, fold_history, history_from_events
+from chatledger.projections.builtin.index import ConversationIndex, IndexEntry, conversation_index
+from chatledger.projections.builtin.search import MessageSearch, SearchHit, search
+from chatledger.projections.runner import ProjectionRunner, default_projections, projection_states, register_projection
+from chatledger.projections.tables import Projection, Table, Tables
+from chatledger.projections.tracking import ProjectionState
 from chatledger.store.subscriptions import Subscription, SubscriptionState, SubscriptionStopped, subscribe
-
-from .audit import AuditRow, audit_key, fold_audit, tool_audit
-from .history import chat_history, fold_history, history_from_events
-from .index import ConversationIndex, IndexEntry, conversation_index
-from .runner import ProjectionRunner, default_projections, projection_states, register_projection
-from .search import MessageSearch, SearchHit, search
-from .tables import Projection, Table, Tables
-from .tracking import ProjectionState
 
 __all__ = [
     "AuditRow",

@@ -2,7 +2,7 @@
 
 A :class:`Page` is one batch of the global log in log order, read as columns
 (``page.position[i]``, ``page.conversation_id[i]``, ...) rather than as one
-:class:`~chatledger.store.recorder.Record` per event. A batch fold reads a few
+:class:`~chatledger.store.backends.recorder.Record` per event. A batch fold reads a few
 columns of every event and never the hash or the event id, and a rebuild reads
 the whole log: building a full record per event (two hex strings, an ISO time,
 a named tuple) cost more than a batch fold's own work. The pure-fold path still
@@ -12,7 +12,7 @@ Two readers make pages (:func:`log_reader` picks one):
 
 * over the recorder's ``read_all`` (every backend): the records are read as
   they are and turned into columns with one transposition;
-* over a SQLite log's own table (:class:`~chatledger.store.sqlite_scan.SQLiteScan`):
+* over a SQLite log's own table (:class:`~chatledger.store.backends.sqlite.scan.SQLiteScan`):
   the event rows are read without joining their stream and type, without their
   hash and event id, payloads as UTF-8 bytes, and a column is only derived when
   a fold asks for it, through small caches (stream sid to stream id,
@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar, overload
 
-from chatledger.store.recorder import Record
-from chatledger.store.sqlite import SQLiteRecorder
-from chatledger.store.sqlite_scan import SQLiteScan
+from chatledger.store.backends.recorder import Record
+from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
+from chatledger.store.backends.sqlite.scan import SQLiteScan
 
 __all__ = ["LogReader", "Page", "RecordPage", "SQLitePage", "log_reader"]
 

@@ -12,7 +12,7 @@ projection serialize on the tracking rows and the loser of a race sees that the
 position moved and re-reads it, so no event is ever applied twice.
 
 Where the read models live is decided per backend by :func:`read_models`:
-a ``.views.db`` file beside a SQLite log (see :mod:`chatledger.projections.sqlite`
+a ``.views.db`` file beside a SQLite log (see :mod:`chatledger.projections.backends.sqlite`
 for why), the same database on PostgreSQL, dicts for the in-memory backend.
 A projection whose ``version`` changed, or that is new on an existing log, starts
 from zero and catches up on its first run.
@@ -36,15 +36,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from chatledger.projections.pages import Page, RecordPage, log_reader
+from chatledger.projections.tables import BatchFold, Payload, Projection, Tables
+from chatledger.projections.tracking import ProjectionState, ReadModels
 from chatledger.store import NotFoundError, Store, ValidationError
+from chatledger.store.backends.recorder import Record
 from chatledger.store.errors import ErasedError
 from chatledger.store.events import event_class
-from chatledger.store.log import _PlainCodec
-from chatledger.store.recorder import Record
-
-from .pages import Page, RecordPage, log_reader
-from .tables import BatchFold, Payload, Projection, Tables
-from .tracking import ProjectionState, ReadModels
+from chatledger.store.handle import _PlainCodec
 
 __all__ = [
     "ProjectionRunner",
@@ -74,14 +73,17 @@ def register_projection(name: str, factory: ProjectionFactory) -> None:
 
 
 def default_projections() -> list[Projection]:
-    """A fresh instance of every registered projection, in registration order."""
-    from . import (  # noqa: F401  (importing registers the built-in projections)
-        audit_table,
-        index,
-        search,
-    )
+    """A fresh instance of every built-in projection, then of every registered one."""
+    from chatledger.projections.builtin.audit_view import ToolAuditProjection
+    from chatledger.projections.builtin.index import ConversationIndex
+    from chatledger.projections.builtin.search import MessageSearch
 
-    return [factory() for factory in _FACTORIES.values()]
+    builtin: dict[str, ProjectionFactory] = {
+        ToolAuditProjection.name: ToolAuditProjection,
+        ConversationIndex.name: ConversationIndex,
+        MessageSearch.name: MessageSearch,
+    }
+    return [factory() for factory in {**builtin, **_FACTORIES}.values()]
 
 
 def read_models(store: Store) -> ReadModels:
@@ -95,21 +97,21 @@ def read_models(store: Store) -> ReadModels:
 
 
 def _make_models(recorder: Any) -> ReadModels:
-    from chatledger.store.memory import MemoryRecorder
-    from chatledger.store.sqlite import SQLiteRecorder
+    from chatledger.store.backends.memory.recorder import MemoryRecorder
+    from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
 
     if isinstance(recorder, MemoryRecorder):
-        from .memory import MemoryReadModels
+        from chatledger.projections.backends.memory import MemoryReadModels
 
         return MemoryReadModels()
     if isinstance(recorder, SQLiteRecorder):
-        from .sqlite import SQLiteReadModels, views_path
+        from chatledger.projections.backends.sqlite import SQLiteReadModels, views_path
 
         if recorder.path == ":memory:":
             raise ValidationError("url", "read models need a SQLite file, not :memory:")
         return SQLiteReadModels(views_path(recorder.path), erasable=lambda: _has_data_keys(recorder))
     if callable(getattr(recorder, "connection", None)):
-        from .postgres import PostgresReadModels
+        from chatledger.projections.backends.postgres import PostgresReadModels
 
         return PostgresReadModels(recorder)
     raise ValidationError("store", f"{type(recorder).__name__} has no read-model backend")

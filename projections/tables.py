@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from chatledger.projections.pages import Page
 from chatledger.store import Event
-
-from .pages import Page
 
 __all__ = ["Batch", "BatchFold", "Payload", "Projection", "Table", "Tables", "Values"]
 

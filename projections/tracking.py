@@ -15,9 +15,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from chatledger.projections.tables import Batch, Row, Table
 from chatledger.store.writer import now_iso
-
-from .tables import Batch, Row, Table
 
 __all__ = ["AdvancingBatch", "ProjectionState", "ReadModels", "now_iso"]
 

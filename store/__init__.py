@@ -8,7 +8,7 @@ Open a store by URL and append chat messages::
     store.append(conv, [{"role": "user", "content": "Weather in Rome?"}])
 """
 
-from .errors import (
+from chatledger.store.errors import (
     BackendUnavailable,
     ChatledgerError,
     ConcurrencyError,
@@ -21,7 +21,7 @@ from .errors import (
     ReplayDivergence,
     ValidationError,
 )
-from .events import (
+from chatledger.store.events import (
     ConversationStarted,
     Event,
     MessageAppended,
@@ -32,12 +32,18 @@ from .events import (
     ToolCallRequested,
     ToolCallSucceeded,
 )
-from .executor import Executor, ToolOutcome, current_idempotency_key, run_worker, tool_result_message_id
-from .fork import fork
-from .log import ConversationInfo, Store
-from .tools import ToolRegistry, tool
-from .url import open_store
-from .writer import Draft, Writer
+from chatledger.store.fork import fork
+from chatledger.store.handle import ConversationInfo, Store
+from chatledger.store.tools.executor import (
+    Executor,
+    ToolOutcome,
+    current_idempotency_key,
+    run_worker,
+    tool_result_message_id,
+)
+from chatledger.store.tools.registry import ToolRegistry, tool
+from chatledger.store.url import open_store
+from chatledger.store.writer import Draft, Writer
 
 __all__ = [
     "BackendUnavailable",

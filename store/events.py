@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import ValidationError
+from chatledger.store.errors import ValidationError
 
 __all__ = [
     "ConversationStarted",

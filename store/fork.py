@@ -13,8 +13,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ConflictError, ValidationError
-from .events import (
+from chatledger.store.backends.recorder import call_stream_id
+from chatledger.store.errors import ConflictError, ValidationError
+from chatledger.store.events import (
     ConversationStarted,
     MessageAppended,
     ToolCallFailed,
@@ -22,10 +23,9 @@ from .events import (
     ToolCallRequested,
     ToolCallSucceeded,
 )
-from .ledger import OUTCOME_KEY
-from .log import Store
-from .recorder import call_stream_id
-from .writer import Draft, check_id
+from chatledger.store.handle import Store
+from chatledger.store.tools.ledger import OUTCOME_KEY
+from chatledger.store.writer import Draft, check_id
 
 __all__ = ["fork"]
 

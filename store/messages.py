@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ValidationError
+from chatledger.store.errors import ValidationError
 
 __all__ = ["ROLES", "pending_tool_calls", "tool_calls_of", "validate_message"]
 

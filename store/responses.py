@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ConcurrencyError, ConflictError, NotFoundError, ValidationError
-from .events import ModelResponseRecorded
-from .log import Store
-from .recorder import side_stream_id
-from .writer import Draft, check_id
+from chatledger.store.backends.recorder import side_stream_id
+from chatledger.store.errors import ConcurrencyError, ConflictError, NotFoundError, ValidationError
+from chatledger.store.events import ModelResponseRecorded
+from chatledger.store.handle import Store
+from chatledger.store.writer import Draft, check_id
 
 __all__ = ["MODEL_STREAM", "record_response", "recorded_response", "recorded_responses"]
 

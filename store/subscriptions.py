@@ -41,11 +41,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ChatledgerError, LeaseLost, ValidationError
+from chatledger.store.errors import ChatledgerError, LeaseLost, ValidationError
 
 if TYPE_CHECKING:
-    from .events import Event
-    from .log import Store
+    from chatledger.store.events import Event
+    from chatledger.store.handle import Store
 
 __all__ = [
     "Handler",
@@ -123,7 +123,7 @@ class _Tracking(Protocol):
 
 
 def _now_iso() -> str:
-    from .writer import now_iso
+    from chatledger.store.writer import now_iso
 
     return now_iso()
 
@@ -303,8 +303,8 @@ def _tracking(store: Store) -> _Tracking:
 
 
 def _make_tracking(recorder: Any) -> _Tracking:
-    from .memory import MemoryRecorder
-    from .sqlite import SQLiteRecorder
+    from chatledger.store.backends.memory.recorder import MemoryRecorder
+    from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
 
     if isinstance(recorder, MemoryRecorder):
         return _MemoryTracking()
@@ -368,7 +368,7 @@ class Subscription:
         poll_interval: float = 0.25,
         worker_id: str | None = None,
     ) -> None:
-        from .writer import check_id
+        from chatledger.store.writer import check_id
 
         self.store = store
         self.name = check_id(name, "name")

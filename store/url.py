@@ -6,9 +6,9 @@ import os
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import ValidationError
-from .log import DEFAULT_MAX_EVENT_BYTES, PayloadCodec, Store
-from .redact import DefaultRedactor, Redactor
+from chatledger.store.errors import ValidationError
+from chatledger.store.handle import DEFAULT_MAX_EVENT_BYTES, PayloadCodec, Store
+from chatledger.store.integrity.redaction import DefaultRedactor, Redactor
 
 __all__ = ["DEFAULT_URL", "SIGNING_KEY_ENV", "open_store", "resolve_url"]
 
@@ -43,11 +43,11 @@ def open_store(
         codec: transforms stored payloads (encryption at rest).
         signing_key: makes the hash chain an HMAC under this key (default: the UTF-8 bytes of
             ``$CHATLEDGER_SIGNING_KEY`` when set). Use the same key from the first write on.
-        encryption: encrypt payloads at rest (see :mod:`chatledger.store.crypto`): a master key
+        encryption: encrypt payloads at rest (see :mod:`chatledger.store.integrity.crypto`): a master key
             (32 bytes, or base64 of them), True (the key from ``$CHATLEDGER_MASTER_KEY``, which
             must be set), False (off), or None (on exactly when ``$CHATLEDGER_MASTER_KEY`` is set).
         redactor: replaces secrets in payloads before they are stored; True for
-            :class:`~chatledger.store.redact.DefaultRedactor`.
+            :class:`~chatledger.store.integrity.redaction.DefaultRedactor`.
         options: backend options (for example ``synchronous`` or ``busy_timeout_ms`` for SQLite).
 
     Raises:
@@ -59,11 +59,11 @@ def open_store(
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     recorder: Any
     if scheme == "memory":
-        from .memory import MemoryRecorder
+        from chatledger.store.backends.memory.recorder import MemoryRecorder
 
         recorder = MemoryRecorder()
     elif scheme == "sqlite":
-        from .sqlite import SQLiteRecorder
+        from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
 
         path = url[len("sqlite://") :].split("?", 1)[0]
         path = path[1:] if path.startswith("/") else path
@@ -77,7 +77,7 @@ def open_store(
         opts.update(options)
         recorder = SQLiteRecorder(path, **opts)
     elif scheme in {"postgresql", "postgres"}:
-        from .postgres import PostgresRecorder
+        from chatledger.store.backends.postgres.recorder import PostgresRecorder
 
         recorder = PostgresRecorder(url, **options)
     else:
@@ -103,8 +103,8 @@ def _encrypting_codec(recorder: Any, encryption: bool | bytes | str | None) -> P
     """The codec for ``open_store(encryption=...)``, or None when encryption is off."""
     if encryption is False or (encryption is None and not os.environ.get("CHATLEDGER_MASTER_KEY", "").strip()):
         return None  # without importing the cryptography stack
-    from .crypto import MASTER_KEY_ENV, EncryptingCodec, master_key_from_env, parse_master_key
-    from .keys import key_store_for
+    from chatledger.store.integrity.crypto import MASTER_KEY_ENV, EncryptingCodec, master_key_from_env, parse_master_key
+    from chatledger.store.integrity.keystore import key_store_for
 
     if encryption is None or encryption is True:
         master = master_key_from_env()

@@ -1,7 +1,7 @@
 """The rules every append obeys, once for every backend.
 
 A :class:`Writer` wraps one backend write transaction (see
-:mod:`chatledger.store.recorder`) and appends events to one or more streams in
+:mod:`chatledger.store.backends.recorder`) and appends events to one or more streams in
 it: tenant scoping, idempotency keys (same payload: the stored event is
 returned; different payload: ConflictError), ``expected_version``, payload
 checks (size, JSON, unicode, via the store's codec and redactor) and the hash
@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 
 from pydantic.fields import FieldInfo
 
-from .chain import GENESIS, chain_hash
-from .errors import ConcurrencyError, ConflictError, NotFoundError, ValidationError
-from .events import Event, event_class
-from .recorder import CALL_SEPARATOR, NewRecord, Record, StreamHead, WriteTransaction
+from chatledger.store.backends.recorder import CALL_SEPARATOR, NewRecord, Record, StreamHead, WriteTransaction
+from chatledger.store.errors import ConcurrencyError, ConflictError, NotFoundError, ValidationError
+from chatledger.store.events import Event, event_class
+from chatledger.store.integrity.chain import GENESIS, chain_hash
 
 if TYPE_CHECKING:
-    from .log import Store
+    from chatledger.store.handle import Store
 
 __all__ = [
     "FORBIDDEN_IN_IDS",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from chatledger.store import Store, open_store
-from chatledger.store.log import Store as _Store
+from chatledger.store.handle import Store as _Store
 
 BACKENDS = ["memory", "sqlite", "postgres"]
 REPO = Path(__file__).resolve().parent.parent

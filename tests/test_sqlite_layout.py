@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from chatledger.store import BackendUnavailable, Executor, open_store
-from chatledger.store.sqlite_schema import LAYOUT_VERSION, iso_sql, stored_time
-from chatledger.store.verify import heads
+from chatledger.store.backends.sqlite.schema import LAYOUT_VERSION, iso_sql, stored_time
+from chatledger.store.integrity.verify import heads
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatledger.adapters.agentchat_context import model_view
+from chatledger.adapters.agentchat.context import model_view
 from chatledger.store import Store
-from chatledger.store.executor import current_idempotency_key
-from chatledger.store.tools import tool
+from chatledger.store.tools.executor import current_idempotency_key
+from chatledger.store.tools.registry import tool
 
 
 def counter_path() -> Path:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from chatledger.store import open_store
+from chatledger.store.backends.recorder import call_stream_id
 from chatledger.store.messages import pending_tool_calls
-from chatledger.store.recorder import call_stream_id
 
 from .helpers import effects
 

@@ -21,8 +21,8 @@ from autogen_core.tools import TextResultContent, ToolResult, ToolSchema, Workbe
 from chatledger.adapters.agentchat import chatledger_agent
 from chatledger.adapters.scripted import ScriptedChatCompletionClient, call
 from chatledger.store import Store
-from chatledger.store.ledger import load_call
 from chatledger.store.messages import pending_tool_calls
+from chatledger.store.tools.ledger import load_call
 
 from .helpers import effects, record_effect
 

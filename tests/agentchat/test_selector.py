@@ -11,7 +11,7 @@ from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core.models import LLMMessage
 
 from chatledger.adapters.agentchat import LedgerTeam, Session, chatledger_agent, chatledger_team, replay
-from chatledger.adapters.agentchat_models import RecordedChatCompletionClient
+from chatledger.adapters.agentchat.models import RecordedChatCompletionClient
 from chatledger.adapters.scripted import ScriptedChatCompletionClient, call
 from chatledger.store import Store
 from chatledger.store.messages import pending_tool_calls

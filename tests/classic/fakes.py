@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chatledger.adapters.classic_replay import chat_completion
+from chatledger.adapters.classic.replay import chat_completion
 
 LLM_CONFIG = {"config_list": [{"model": "scripted", "model_client_cls": "ScriptedModelClient"}]}
 

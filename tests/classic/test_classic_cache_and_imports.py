@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from chatledger.adapters.classic_cache import LedgerCache
-from chatledger.adapters.classic_replay import chat_completion
+from chatledger.adapters.classic.cache import LedgerCache
+from chatledger.adapters.classic.replay import chat_completion
 from chatledger.store import Store
 from chatledger.store.responses import recorded_responses
 
@@ -55,8 +55,8 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split('.')[0] == 'autogen':
             raise ImportError('blocked ' + name)
 sys.meta_path.insert(0, Block())
-import chatledger.adapters, chatledger.adapters.classic, chatledger.adapters.classic_tools
-import chatledger.adapters.classic_cache, chatledger.adapters.classic_recording
+import chatledger.adapters, chatledger.adapters.classic, chatledger.adapters.classic.tools
+import chatledger.adapters.classic.cache, chatledger.adapters.classic.recording
 from chatledger.store import open_store
 try:
     chatledger.adapters.classic.chatledger_pair(open_store('memory://'), 'c1', llm_config={})

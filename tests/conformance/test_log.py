@@ -249,7 +249,7 @@ def test_events_returned_by_an_append_equal_the_stored_ones(store: Store) -> Non
     from datetime import UTC, datetime
 
     from chatledger.store import Draft, ToolCallClaimed
-    from chatledger.store.recorder import side_stream_id
+    from chatledger.store.backends.recorder import side_stream_id
 
     conv = store.start_conversation(metadata={"k": "v"})
     appended = store.append(conv, [USER], message_ids=["u1"], meta=[{"source": "user"}])

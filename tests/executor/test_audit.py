@@ -6,7 +6,7 @@ import time
 
 from chatledger.projections import AuditRow, audit_key, fold_audit, tool_audit
 from chatledger.store import Executor, Store
-from chatledger.store.ledger import claim_call, load_call
+from chatledger.store.tools.ledger import claim_call, load_call
 
 from .checks import assistant, call
 

@@ -25,7 +25,7 @@ from chatledger.store import (
     tool,
     tool_result_message_id,
 )
-from chatledger.store.ledger import claim_call, final_draft, load_call, record_outcome, renew_lease
+from chatledger.store.tools.ledger import claim_call, final_draft, load_call, record_outcome, renew_lease
 
 from .checks import assert_model_ready, assistant, call, successes
 

@@ -14,7 +14,7 @@ import pytest
 
 from chatledger.projections import tool_audit
 from chatledger.store import Executor, Store, open_store, run_worker
-from chatledger.store.ledger import load_call
+from chatledger.store.tools.ledger import load_call
 
 from . import toolbox
 from .checks import assert_model_ready, assistant, call, successes

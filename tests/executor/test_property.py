@@ -25,7 +25,7 @@ from chatledger.store import (
     current_idempotency_key,
     open_store,
 )
-from chatledger.store.ledger import Claim, claim_call, final_draft, load_call, record_outcome
+from chatledger.store.tools.ledger import Claim, claim_call, final_draft, load_call, record_outcome
 
 from .checks import assert_model_ready, assistant, call
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatledger.store import Draft, ModelResponseRecorded, Store
-from chatledger.store.recorder import side_stream_id
+from chatledger.store.backends.recorder import side_stream_id
 
 SIDE = side_stream_id("c1", "responses")
 TRIGGERS = ("events_no_update", "events_no_delete", "streams_no_delete", "streams_fixed")

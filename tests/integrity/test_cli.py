@@ -9,8 +9,8 @@ import pytest
 
 from chatledger.adapters.cli import main
 from chatledger.store import open_store
-from chatledger.store.crypto import generate_master_key
-from chatledger.store.verify import heads
+from chatledger.store.integrity.crypto import generate_master_key
+from chatledger.store.integrity.verify import heads
 
 from .scenario import build, tamper_sqlite
 

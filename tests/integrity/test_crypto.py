@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from chatledger.store import IntegrityError, NotFoundError, Store, ValidationError, open_store
-from chatledger.store.crypto import EncryptingCodec, erase, erase_tenant, generate_master_key, is_erased
 from chatledger.store.errors import ErasedError
-from chatledger.store.keys import key_store_for
+from chatledger.store.integrity.crypto import EncryptingCodec, erase, erase_tenant, generate_master_key, is_erased
+from chatledger.store.integrity.keystore import key_store_for
 
 from .scenario import unguarded
 
@@ -30,7 +30,7 @@ def _encrypted(make_store: MakeStore, tenant: str = "default", key: bytes = KEY)
 
 def backend_of(make_store: MakeStore) -> str:
     """The backend a make_store fixture opens (memory stores have no URL)."""
-    from chatledger.store.memory import MemoryRecorder
+    from chatledger.store.backends.memory.recorder import MemoryRecorder
 
     return "memory" if isinstance(make_store(tenant="probe").recorder, MemoryRecorder) else "db"
 

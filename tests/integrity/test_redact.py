@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from chatledger.store import Draft, ToolCallSucceeded, open_store
-from chatledger.store.recorder import call_stream_id
-from chatledger.store.redact import REDACTED, DefaultRedactor
+from chatledger.store.backends.recorder import call_stream_id
+from chatledger.store.integrity.redaction import REDACTED, DefaultRedactor
 
 SECRETS = {
     "openai key": "use sk-proj-AbCdEf0123456789XyZ_abcd please",

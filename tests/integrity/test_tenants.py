@@ -8,8 +8,8 @@ import pytest
 
 from chatledger.adapters.openai_format import export_conversation, import_record
 from chatledger.store import ConflictError, Draft, ModelResponseRecorded, NotFoundError, Store
-from chatledger.store.recorder import side_stream_id
-from chatledger.store.verify import heads
+from chatledger.store.backends.recorder import side_stream_id
+from chatledger.store.integrity.verify import heads
 
 MakeStore = Callable[..., Store]
 

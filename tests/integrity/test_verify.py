@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from chatledger.store import IntegrityError, NotFoundError, Store, open_store
-from chatledger.store.chain import GENESIS, event_hash
-from chatledger.store.verify import ChainProblem, heads, verify
+from chatledger.store.integrity.chain import GENESIS, event_hash
+from chatledger.store.integrity.verify import ChainProblem, heads, verify
 
 from .scenario import SIDE, TAMPERS, Found, Tamper, build, sqlite_rows, tamper_postgres, tamper_sqlite, unguarded
 
@@ -57,7 +57,7 @@ def test_postgres_tampering_is_named(postgres_url: str, tamper: Tamper) -> None:
 
     The head rows show every one of them; kept heads add nothing for a stream already broken.
     """
-    pytest.importorskip("chatledger.store.postgres")
+    pytest.importorskip("chatledger.store.backends.postgres.recorder")
     with open_store(postgres_url) as store:
         build(store)
         kept = heads(store)

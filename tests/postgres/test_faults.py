@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from chatledger.store import BackendUnavailable, MessageAppended, open_store
-from chatledger.store.log import Draft, Store
+from chatledger.store.handle import Draft, Store
 
 from ..conftest import with_search_path
 from .helpers import DroppingProxy, PrivateServer

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from chatledger.store import ConcurrencyError, ConflictError, open_store
-from chatledger.store.log import Store
+from chatledger.store.handle import Store
 
 from .helpers import DroppingProxy
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from chatledger.store import MessageAppended
-from chatledger.store.log import Draft, Store
-from chatledger.store.postgres import PostgresRecorder
+from chatledger.store.backends.postgres.recorder import PostgresRecorder
+from chatledger.store.handle import Draft, Store
 
 
 def _msg(text: str) -> Draft:

@@ -11,8 +11,8 @@ from psycopg import errors as pgerrors
 from psycopg_pool import PoolTimeout
 
 from chatledger.store import BackendUnavailable, ConflictError, ValidationError, open_store
-from chatledger.store.postgres import SCHEMA_VERSION, PostgresRecorder, split_url, translate
-from chatledger.store.recorder import NewRecord
+from chatledger.store.backends.postgres.recorder import SCHEMA_VERSION, PostgresRecorder, split_url, translate
+from chatledger.store.backends.recorder import NewRecord
 
 from ..conftest import with_search_path
 

@@ -6,9 +6,9 @@ import sqlite3
 from pathlib import Path
 
 from chatledger.projections import ProjectionRunner
-from chatledger.projections.sqlite import views_path
+from chatledger.projections.backends.sqlite import views_path
 from chatledger.store import open_store
-from chatledger.store.crypto import erase, generate_master_key
+from chatledger.store.integrity.crypto import erase, generate_master_key
 
 
 def test_rebuild_after_erasing_leaves_no_erased_text_in_the_views_file(tmp_path: Path) -> None:

@@ -174,7 +174,7 @@ def test_rebuilt_index_and_search_stay_within_the_tenant(make_store: Any) -> Non
 
 def test_fast_path_reads_encrypted_payloads(tmp_path: Any) -> None:
     """With encryption at rest the fast path decrypts through the store's codec: same rows as the pure fold."""
-    from chatledger.store.crypto import generate_master_key
+    from chatledger.store.integrity.crypto import generate_master_key
 
     store = open_store(f"sqlite:///{tmp_path / 'sealed.db'}", encryption=generate_master_key())
     fill(store, conversations=3, messages=3)

@@ -11,7 +11,7 @@ from chatledger.projections import pages
 from chatledger.projections.pages import Page, RecordPage, SQLitePage, log_reader
 from chatledger.projections.runner import decode_payloads
 from chatledger.store import Executor, MessageAppended, Store, open_store
-from chatledger.store.recorder import Record
+from chatledger.store.backends.recorder import Record
 
 from .conftest import fill
 from .test_fast_path import varied_log

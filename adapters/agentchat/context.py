@@ -1,0 +1,232 @@
+"""What an AgentChat agent's model sees, read from the log; and how AgentChat messages are stored.
+
+**Store-backed context, not ``load_state`` hydration.** :class:`LedgerModelContext`
+is a ``ChatCompletionContext`` whose ``get_messages()`` is the conversation as
+stored *before the current request* (projected into the agent's point of view),
+followed by the messages AgentChat adds during this request. We chose it over
+building an ``AssistantAgentState`` and calling ``agent.load_state`` because:
+
+* the cut is exact and stable: it is the position of the request's first stored
+  message, so a retried or duplicated request (even in another process, even
+  after other requests appended) sends the model the very same messages, which
+  is what makes recorded model responses hit;
+* it reads lazily, after the request's task message is stored, and once per
+  request, so every agent of a team sees the same prefix;
+* ``load_state`` snapshots carry no ids and no request boundaries, and the
+  state of an agent loaded that way drifts from the log as soon as anything is
+  appended; here the log stays the only truth (``save_state`` holds only this
+  request's messages).
+
+**Stored form.** Each AgentChat message or event becomes one or more OpenAI chat
+messages (:func:`to_records`), stored with the AutoGen id and
+``meta={"autogen_type", "source", ...}``; a ``ToolCallExecutionEvent`` becomes one
+``role="tool"`` message per call with id ``tool-result:{call_id}`` (the id the
+executor uses). Transcript-only items (``StopMessage``, selector events, ...) are
+stored with ``meta["llm"] = False`` and never reach a model; a ``ThoughtEvent``
+(``meta["llm"] = "thought"``) becomes the ``thought`` of the agent's next turn.
+
+**Point of view** (:func:`model_view`): an agent sees its own turns as assistant
+messages (with their tool calls and results), and other participants' chat
+messages as ``UserMessage(source=name)``, never their tool calls: the same view
+a long-lived AgentChat agent builds in a team. Its own ``ToolCallSummaryMessage`` and
+``HandoffMessage`` are left out (they restate the tool results and the handoff call
+it already sees), as AgentChat leaves them out of a long-lived agent's context.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from autogen_agentchat.messages import (
+    BaseAgentEvent,
+    BaseChatMessage,
+    HandoffMessage,
+    StopMessage,
+    ThoughtEvent,
+    ToolCallExecutionEvent,
+    ToolCallRequestEvent,
+)
+from autogen_core import FunctionCall
+from autogen_core.model_context import ChatCompletionContext
+from autogen_core.models import (
+    AssistantMessage,
+    FunctionExecutionResult,
+    FunctionExecutionResultMessage,
+    LLMMessage,
+    SystemMessage,
+    UserMessage,
+)
+
+from chatledger.store.tools.ledger import tool_result_message_id
+
+__all__ = ["LedgerModelContext", "PrefixSource", "Record", "model_view", "to_records"]
+
+Record = tuple[str, dict[str, Any], dict[str, Any]]
+"""One stored message: ``(message_id, OpenAI message, meta)``."""
+
+_OWN_ECHOES = frozenset({"ToolCallSummaryMessage", "HandoffMessage"})
+"""An agent's own chat messages that only restate its tool results or handoff call: a
+long-lived ``AssistantAgent`` never adds them to its model context, so neither do we."""
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") if isinstance(p, Mapping) else str(p) for p in content)
+    return "" if content is None else str(content)
+
+
+def to_records(item: BaseAgentEvent | BaseChatMessage, message_id: str, *, agents: frozenset[str]) -> list[Record]:
+    """The stored form of one AgentChat message or event (streaming chunks are never stored).
+
+    Args:
+        item: the message or event.
+        message_id: the id to store it under (the AutoGen id that won its slot).
+        agents: names of the chatledger agents: their chat messages are ``assistant``
+            messages; anyone else's (the user, a user proxy) are ``user`` messages.
+    """
+    source = item.source
+    meta: dict[str, Any] = {"autogen_type": type(item).__name__, "source": source, "autogen_id": message_id}
+    if isinstance(item, ToolCallRequestEvent):
+        calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in item.content
+        ]
+        return [(message_id, {"role": "assistant", "content": None, "tool_calls": calls, "name": source}, meta)]
+    if isinstance(item, ToolCallExecutionEvent):
+        return [
+            (
+                tool_result_message_id(r.call_id),
+                {"role": "tool", "tool_call_id": r.call_id, "content": r.content},
+                {**meta, "tool_name": r.name, "is_error": bool(r.is_error)},
+            )
+            for r in item.content
+        ]
+    if isinstance(item, ThoughtEvent):
+        return [
+            (message_id, {"role": "assistant", "content": item.content, "name": source}, {**meta, "llm": "thought"})
+        ]
+    if isinstance(item, BaseChatMessage):
+        text = item.to_model_text()
+        if isinstance(item, HandoffMessage):
+            meta["target"] = item.target
+        if isinstance(item, StopMessage):
+            meta["llm"] = False
+        role = "assistant" if source in agents else "user"
+        message: dict[str, Any] = {"role": role, "content": text}
+        if source != "user":
+            message["name"] = source
+        return [(message_id, message, meta)]
+    # Any other event (memory query, selector, code execution, ...) is transcript only.
+    return [(message_id, {"role": "assistant", "content": item.to_text(), "name": source}, {**meta, "llm": False})]
+
+
+def model_view(stored: Sequence[tuple[dict[str, Any], Mapping[str, Any] | None]], agent: str) -> list[LLMMessage]:
+    """The stored messages as ``agent``'s model sees them (see the module docstring).
+
+    Args:
+        stored: ``(message, meta)`` pairs in conversation order.
+        agent: the agent whose point of view to take.
+    """
+    out: list[LLMMessage] = []
+    own_calls: dict[str, str] = {}
+    results: list[FunctionExecutionResult] = []
+    thought: str | None = None
+
+    def flush_results() -> None:
+        nonlocal results
+        if results:
+            out.append(FunctionExecutionResultMessage(content=results))
+            results = []
+
+    for message, meta in stored:
+        meta = meta or {}
+        llm = meta.get("llm", True)
+        if llm is False:
+            continue
+        role = message.get("role")
+        name = message.get("name") or meta.get("source")
+        if role != "tool":
+            flush_results()
+        if llm == "thought":
+            if name == agent:
+                thought = _text(message.get("content"))
+            continue
+        if role in ("system", "developer"):
+            out.append(SystemMessage(content=_text(message.get("content"))))
+        elif role == "user":
+            out.append(UserMessage(content=_text(message.get("content")), source=str(name or "user")))
+        elif role == "assistant":
+            mine = name in (None, agent)
+            calls = message.get("tool_calls") or []
+            if calls:
+                if not mine:
+                    continue
+                fcs = [
+                    FunctionCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
+                    for c in calls
+                ]
+                own_calls.update({fc.id: fc.name for fc in fcs})
+                out.append(AssistantMessage(content=fcs, thought=thought, source=agent))
+                thought = None
+            elif mine and meta.get("autogen_type") in _OWN_ECHOES:
+                continue
+            elif mine:
+                out.append(AssistantMessage(content=_text(message.get("content")), thought=thought, source=agent))
+                thought = None
+            else:
+                out.append(UserMessage(content=_text(message.get("content")), source=str(name)))
+        elif role == "tool":
+            call_id = str(message.get("tool_call_id"))
+            if call_id in own_calls:
+                results.append(
+                    FunctionExecutionResult(
+                        content=_text(message.get("content")),
+                        name=str(meta.get("tool_name") or own_calls[call_id]),
+                        call_id=call_id,
+                        is_error=bool(meta.get("is_error", False)),
+                    )
+                )
+    flush_results()
+    return out
+
+
+class PrefixSource(Protocol):
+    """Where a context reads the conversation before the current request (the adapter's session)."""
+
+    def prefix_view(self, agent: str) -> list[LLMMessage]:
+        """The stored conversation before the current request, from ``agent``'s point of view."""
+
+
+class LedgerModelContext(ChatCompletionContext):
+    """A ``ChatCompletionContext`` over chatledger: stored history before the request + this request.
+
+    Args:
+        source: the request's session (it knows the conversation and the request's cut).
+        agent: the name of the agent this context serves.
+        buffer_size: keep only the last N messages sent to the model (None: all). The cut
+            never separates a tool result from its call.
+    """
+
+    def __init__(self, source: PrefixSource, agent: str, *, buffer_size: int | None = None) -> None:
+        super().__init__()
+        self._source = source
+        self._agent = agent
+        self._buffer_size = buffer_size
+
+    async def get_messages(self) -> list[LLMMessage]:
+        """The stored history before this request, then this request's messages."""
+        messages = [*self._source.prefix_view(self._agent), *self._messages]
+        if self._buffer_size is not None and len(messages) > self._buffer_size:
+            messages = messages[-self._buffer_size :]
+            while messages and isinstance(messages[0], FunctionExecutionResultMessage):
+                messages = messages[1:]
+        return messages
+
+
+def dumps_view(messages: Sequence[LLMMessage]) -> str:
+    """A model view as canonical JSON (for comparing what two runs sent)."""
+    return json.dumps([m.model_dump(mode="json") for m in messages], sort_keys=True)

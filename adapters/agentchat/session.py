@@ -1,0 +1,217 @@
+"""One request against one conversation: what the AgentChat adapter's pieces share.
+
+A :class:`Session` is built per request (``request_id`` = the client's message
+id, so a retried or duplicated request is *the same* request). It
+
+* stores every AgentChat message and event of the request, with its AutoGen id
+  and ``meta``; events are buffered and stored together with the chat message
+  that ends the agent's turn, as one atomic batch, so the conversation is a valid
+  OpenAI history at every instant (a tool call is never stored without its result,
+  and concurrent requests never interleave inside a turn);
+* makes retries converge: the n-th item of a request takes the slot
+  ``{request_id}/{n}`` (first writer wins, in the ``"agentchat"`` side stream); a
+  later run of the same request reuses the winner's id, so storing its items again
+  is a no-op, and the messages it yields carry the stored ids;
+* knows the request's *cut*: the history before the request's first stored
+  message, which is what every agent of the request sees before its own turns;
+* in replay mode writes nothing and compares each item with the record instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, TypeVar, cast
+
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent
+from autogen_core.models import LLMMessage
+
+from chatledger.adapters.agentchat.context import Record, model_view, to_records
+from chatledger.store import ConflictError, MessageAppended, ReplayDivergence, Store
+from chatledger.store.responses import record_response, recorded_responses
+
+__all__ = ["SLOT_STREAM", "Session"]
+
+SLOT_STREAM = "agentchat"
+Item = TypeVar("Item", bound=BaseAgentEvent | BaseChatMessage)
+
+
+class Session:
+    """The shared state of one request: slots, the pending turn, the cut, replay checks.
+
+    Args:
+        store: the log.
+        conversation_id: the conversation (created if missing, unless replaying).
+        request_id: identifies the request across retries (default: a new id).
+        replay: compare with the record instead of writing.
+        executor_options: passed to each agent's executor (``lease_seconds``, ``worker_id``, ...).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        conversation_id: str,
+        *,
+        request_id: str | None = None,
+        replay: bool = False,
+        **executor_options: Any,
+    ) -> None:
+        self.store = store
+        self.conversation_id = conversation_id
+        self.request_id = request_id or uuid.uuid4().hex
+        self.replay = replay
+        self.executor_options = executor_options
+        self.agents: set[str] = set()
+        self.team_managed = False
+        self.workbenches: list[Any] = []
+        self.models: list[Any] = []
+        self.produced: list[Record] = []
+        self._seq = 0
+        self._ids: dict[str, str] = {}
+        self._pending: list[BaseAgentEvent | BaseChatMessage] = []
+        self._slots: dict[str, dict[str, Any]] | None = None
+        self._prefix: list[tuple[dict[str, Any], Mapping[str, Any] | None]] | None = None
+        self._views: dict[str, list[LLMMessage]] = {}
+        self._recorded: list[MessageAppended] | None = None
+        if not replay:
+            store.start_conversation(conversation_id, exist_ok=True)
+
+    # -- slots ----------------------------------------------------------------------------------
+
+    def _slot_table(self) -> dict[str, dict[str, Any]]:
+        if self._slots is None:
+            prefix = f"{self.request_id}/"
+            self._slots = {
+                key: value
+                for key, value in recorded_responses(self.store, self.conversation_id, stream=SLOT_STREAM)
+                if key.startswith(prefix)
+            }
+        return self._slots
+
+    def _claim(self, item: BaseAgentEvent | BaseChatMessage) -> tuple[str, bool]:
+        """The stored id of an item and whether this session sees it for the first time."""
+        known = self._ids.get(item.id)
+        if known is not None:
+            return known, False
+        key = f"{self.request_id}/{self._seq}"
+        self._seq += 1
+        proposal = {"message_id": item.id, "type": type(item).__name__}
+        winner = self._slot_table().get(key)
+        if winner is None:
+            if self.replay:
+                raise ReplayDivergence(
+                    self.conversation_id, self.position(), "the end of the recorded request", _summary(item)
+                )
+            winner = record_response(self.store, self.conversation_id, key, proposal, stream=SLOT_STREAM)
+            self._slot_table()[key] = winner
+        if winner["type"] != proposal["type"]:
+            expected = f"a {winner['type']} at step {key}"
+            if self.replay:
+                raise ReplayDivergence(self.conversation_id, self.position(), expected, _summary(item))
+            raise ConflictError(
+                f"request {self.request_id!r} of {self.conversation_id!r} recorded {expected}, "
+                f"this run produced a {proposal['type']}"
+            )
+        stored = str(winner["message_id"])
+        self._ids[item.id] = stored
+        self._ids[stored] = stored
+        return stored, True
+
+    def observe(self, item: Item) -> Item:
+        """Take one item of the run: store it (with its turn) and return it under its stored id."""
+        if isinstance(item, ModelClientStreamingChunkEvent):
+            return item
+        stored, fresh = self._claim(item)
+        copy = item if item.id == stored else cast(Item, item.model_copy(update={"id": stored}))
+        if fresh:
+            self._pending.append(copy)
+        if isinstance(item, BaseChatMessage):
+            self.flush()
+        return copy
+
+    def flush(self) -> None:
+        """Store the pending turn as one atomic batch (in replay: compare it with the record)."""
+        items, self._pending = self._pending, []
+        records = [r for it in items for r in to_records(it, it.id, agents=frozenset(self.agents))]
+        if not records:
+            return
+        for _, _, meta in records:
+            meta["request"] = self.request_id
+        if self.replay:
+            self._compare(records)
+        else:
+            self.store.append(
+                self.conversation_id,
+                [m for _, m, _ in records],
+                message_ids=[i for i, _, _ in records],
+                meta=[meta for _, _, meta in records],
+            )
+        self.produced.extend(records)
+
+    # -- the cut ----------------------------------------------------------------------------------
+
+    def _messages(self) -> list[MessageAppended]:
+        if self._recorded is None or not self.replay:
+            events = self.store.events(self.conversation_id)
+            self._recorded = [e for e in events if isinstance(e, MessageAppended)]
+        return self._recorded
+
+    def prefix(self) -> list[tuple[dict[str, Any], Mapping[str, Any] | None]]:
+        """The stored ``(message, meta)`` pairs before this request's first stored message."""
+        if self._prefix is not None:
+            return self._prefix
+        out: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = []
+        started = False
+        for event in self._messages():
+            if (event.meta or {}).get("request") == self.request_id:
+                started = True
+                break
+            out.append((event.message, event.meta))
+        if started:
+            self._prefix = out
+        return out
+
+    def prefix_view(self, agent: str) -> list[LLMMessage]:
+        """The history before this request from ``agent``'s point of view (read once per request)."""
+        view = self._views.get(agent)
+        if view is None:
+            view = model_view(self.prefix(), agent)
+            if self._prefix is not None:
+                self._views[agent] = view
+        return list(view)
+
+    # -- replay -----------------------------------------------------------------------------------
+
+    def request_records(self) -> list[tuple[int, MessageAppended]]:
+        """This request's stored messages with their index in the conversation's messages."""
+        return [(i, e) for i, e in enumerate(self._messages()) if (e.meta or {}).get("request") == self.request_id]
+
+    def position(self) -> int:
+        """The index (in the conversation's messages) of the first message this run has not matched."""
+        matched = {mid for mid, _, _ in self.produced}
+        for i, event in self.request_records():
+            if event.message_id not in matched:
+                return i
+        return len(self._messages())
+
+    def _compare(self, records: list[Record]) -> None:
+        by_id = {e.message_id: (i, e) for i, e in self.request_records()}
+        for mid, message, _ in records:
+            found = by_id.get(mid)
+            if found is None:
+                raise ReplayDivergence(
+                    self.conversation_id, self.position(), "the end of the recorded request", message
+                )
+            if found[1].message != message:
+                raise ReplayDivergence(self.conversation_id, found[0], found[1].message, message)
+
+    def check_complete(self) -> None:
+        """In replay: raise ``ReplayDivergence`` if the record holds messages this run did not produce."""
+        matched = {mid for mid, _, _ in self.produced}
+        for i, event in self.request_records():
+            if event.message_id not in matched:
+                raise ReplayDivergence(self.conversation_id, i, event.message, "the run ended")
+
+
+def _summary(item: BaseAgentEvent | BaseChatMessage) -> str:
+    return f"{type(item).__name__} from {item.source}: {item.to_text()[:200]}"

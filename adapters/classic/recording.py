@@ -1,0 +1,357 @@
+"""Recording classic AutoGen sends in the log, and preloading fresh agents from it.
+
+Classic ``ConversableAgent`` messages have no ids and their roles are relative
+to the agent looking at them, so the log stores each *send* neutrally: the
+message in OpenAI chat format (the role it has for the model that answers it),
+with ``meta`` naming the sender, the recipient, the request and the send's
+step in that request. A classic tool reply (one message carrying several
+``tool_responses``) becomes one ``role="tool"`` message per call.
+
+Ids are positions: the ``seq``-th send of request ``r`` is stored as
+``classic:{r}:{seq}`` (tool results as ``tool-result:{call_id}``, one per call
+in the whole conversation). A request that is retried or delivered twice
+re-sends the same positions: an equal message is a no-op, a different one
+(another model sample) loses to the first writer and the
+``process_message_before_send`` hook hands the agents the recorded message
+instead, so every copy of the request continues with the same tool call ids.
+
+Preloading does what ``send``/``receive`` would have done, without calling
+them (``GroupChatManager.resume`` sends, which would fire the hooks again):
+each stored send is appended to the sender's and the recipient's
+``chat_messages`` with the roles each of them sees.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatledger.store import ConflictError, MessageAppended, ReplayDivergence, Store, tool_result_message_id
+
+__all__ = [
+    "ADAPTER",
+    "SendRecorder",
+    "StoredSend",
+    "autogen_module",
+    "canonical_message",
+    "ends_turn",
+    "load_sends",
+    "preload_group",
+    "preload_pair",
+    "send_message_ids",
+    "to_openai",
+]
+
+ADAPTER = "autogen-classic"
+
+
+def autogen_module() -> Any:
+    """The ``autogen`` package, imported on first use (the ``classic`` extra is optional).
+
+    Typed as Any so that this package type-checks the same with or without the extra.
+    """
+    import importlib
+
+    return importlib.import_module("autogen")
+
+
+@dataclass(frozen=True)
+class StoredSend:
+    """One classic send read back from the log: who sent which message to whom, and where."""
+
+    message: dict[str, Any]
+    role: str
+    sender: str | None = None
+    recipient: str | None = None
+    request: str | None = None
+    seq: int | None = None
+    version: int = 0
+    message_ids: tuple[str, ...] = field(default=())
+
+
+def _text(content: Any) -> Any:
+    if content is None or isinstance(content, str | list):
+        return content
+    return str(content)
+
+
+def _plain(value: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-only copy (model replies may hold pydantic leftovers); unknown objects become text."""
+    copied: dict[str, Any] = json.loads(json.dumps(value, default=str))
+    return copied
+
+
+def canonical_message(message: Mapping[str, Any] | str, sender: str) -> dict[str, Any]:
+    """The form of a classic message that is stored and that agents actually send.
+
+    Only the keys classic AutoGen keeps (``normilize_message_to_oai``) survive, so
+    an agent's live history and a history preloaded from the log are identical,
+    which keeps model-cache keys equal between a request and its retry.
+    """
+    msg: dict[str, Any] = {"content": message} if isinstance(message, str) else dict(message)
+    if msg.get("tool_responses"):
+        responses = [
+            {"tool_call_id": r.get("tool_call_id"), "role": "tool", "content": _text(r.get("content"))}
+            for r in msg["tool_responses"]
+        ]
+        joined = "\n\n".join(str(r["content"] if r["content"] is not None else "") for r in responses)
+        return _plain({"role": "tool", "tool_responses": responses, "content": joined})
+    if msg.get("role") == "tool":
+        return _plain({"role": "tool", "tool_call_id": msg.get("tool_call_id"), "content": _text(msg.get("content"))})
+    if msg.get("role") == "function":
+        return _plain({"role": "function", "name": msg.get("name"), "content": _text(msg.get("content"))})
+    out: dict[str, Any] = {"content": _text(msg.get("content"))}
+    if msg.get("tool_calls"):
+        out["tool_calls"] = list(msg["tool_calls"])
+    if msg.get("function_call"):
+        out["function_call"] = msg["function_call"]
+    name = msg.get("name") or sender
+    if name:
+        out["name"] = name
+    return _plain(out)
+
+
+def to_openai(message: Mapping[str, Any], sender_role: str) -> list[dict[str, Any]]:
+    """A canonical classic message as OpenAI chat messages (several for a multi-call tool reply).
+
+    ``sender_role`` is the role of the sender's messages for the model that reads
+    them: ``"assistant"`` for an agent with an LLM, ``"user"`` for a user proxy.
+    """
+    if message.get("tool_responses"):
+        return [
+            {"role": "tool", "tool_call_id": r["tool_call_id"], "content": r["content"]}
+            for r in message["tool_responses"]
+        ]
+    if message.get("role") in ("tool", "function"):
+        return [dict(message)]
+    role = "assistant" if message.get("tool_calls") or message.get("function_call") else sender_role
+    return [{"role": role, **message}]
+
+
+def send_message_ids(message: Mapping[str, Any], request: str, seq: int) -> list[str]:
+    """The stored ids of one send's messages: its position, or one id per tool result."""
+    if message.get("tool_responses"):
+        return [tool_result_message_id(str(r["tool_call_id"])) for r in message["tool_responses"]]
+    if message.get("role") == "tool" and message.get("tool_call_id"):
+        return [tool_result_message_id(str(message["tool_call_id"]))]
+    return [f"classic:{request}:{seq}"]
+
+
+def _from_openai(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The canonical classic message of one send's stored OpenAI messages."""
+    if messages[0].get("role") == "tool":
+        responses = [
+            {"tool_call_id": m.get("tool_call_id"), "role": "tool", "content": m.get("content")} for m in messages
+        ]
+        return canonical_message({"tool_responses": responses}, "")
+    msg = dict(messages[0])
+    role = msg.pop("role")
+    if role == "function":
+        msg["role"] = "function"
+    return canonical_message(msg, "")
+
+
+def _sends(events: Iterable[Any]) -> list[StoredSend]:
+    sends: list[StoredSend] = []
+    group: list[MessageAppended] = []
+
+    def flush() -> None:
+        if not group:
+            return
+        first = group[0]
+        meta = first.meta or {}
+        classic = meta.get("adapter") == ADAPTER
+        messages = [e.message for e in group]
+        sends.append(
+            StoredSend(
+                message=_from_openai(messages),
+                role=str(messages[0].get("role")),
+                sender=meta.get("sender") if classic else None,
+                recipient=meta.get("recipient") if classic else None,
+                request=meta.get("request") if classic else None,
+                seq=meta.get("seq") if classic else None,
+                version=first.version,
+                message_ids=tuple(e.message_id for e in group),
+            )
+        )
+        group.clear()
+
+    for event in events:
+        if not isinstance(event, MessageAppended) or event.message.get("role") in ("system", "developer"):
+            continue
+        if group and _same_send(group[-1], event):
+            group.append(event)
+            continue
+        flush()
+        group.append(event)
+    flush()
+    return sends
+
+
+def _same_send(prev: MessageAppended, event: MessageAppended) -> bool:
+    """Tool results of one classic reply (or consecutive foreign tool results) form one send."""
+    if prev.message.get("role") != "tool" or event.message.get("role") != "tool":
+        return False
+    a, b = prev.meta or {}, event.meta or {}
+    if a.get("adapter") == ADAPTER or b.get("adapter") == ADAPTER:
+        return (a.get("request"), a.get("seq")) == (b.get("request"), b.get("seq"))
+    return True
+
+
+def load_sends(store: Store, conversation_id: str) -> list[StoredSend]:
+    """The conversation's messages grouped into classic sends, in order (system messages left out).
+
+    Messages appended by other writers (an import, the executor closing a
+    dangling call) have no sender; preloading assigns them by role.
+    """
+    return _sends(store.events(conversation_id))
+
+
+Resolver = Callable[[StoredSend], tuple[Any, Any] | None]
+
+
+def _views(message: dict[str, Any], sender_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The message as its sender and as its recipient hold it (what send/receive append)."""
+    normilize_message_to_oai = autogen_module().agentchat.conversable_agent.normilize_message_to_oai
+    _, mine = normilize_message_to_oai(copy.deepcopy(message), name=sender_name, role="assistant")
+    _, theirs = normilize_message_to_oai(copy.deepcopy(message), name=sender_name, role="user")
+    return mine, theirs
+
+
+def preload_pair(sends: Iterable[StoredSend], resolve: Resolver) -> int:
+    """Append stored sends to two agents' histories, each from its own point of view; return the count.
+
+    ``resolve`` maps a send to its (sender, recipient) agents, or None to skip it.
+    """
+    count = 0
+    for send in sends:
+        pair = resolve(send)
+        if pair is None:
+            continue
+        sender, recipient = pair
+        mine, theirs = _views(send.message, sender.name)
+        sender.chat_messages[recipient].append(mine)
+        recipient.chat_messages[sender].append(theirs)
+        count += 1
+    return count
+
+
+def preload_group(sends: Iterable[StoredSend], manager: Any, resolve: Callable[[StoredSend], Any]) -> int:
+    """Append stored sends to a group chat as its manager would have relayed them; return the count.
+
+    Each send goes speaker -> manager, into ``groupchat.messages``, and manager ->
+    every other agent, exactly as ``GroupChatManager.run_chat`` does.
+    """
+    groupchat = manager.groupchat
+    count = 0
+    for send in sends:
+        speaker = resolve(send)
+        if speaker is None:
+            continue
+        mine, theirs = _views(send.message, speaker.name)
+        speaker.chat_messages[manager].append(mine)
+        manager.chat_messages[speaker].append(theirs)
+        groupchat.append(copy.deepcopy(theirs), speaker)
+        relay_out, relay_in = _views(theirs, manager.name)
+        for agent in groupchat.agents:
+            if agent is not speaker:
+                manager.chat_messages[agent].append(copy.deepcopy(relay_out))
+                agent.chat_messages[manager].append(copy.deepcopy(relay_in))
+        count += 1
+    return count
+
+
+def _sender_role(agent: Any) -> str:
+    return "assistant" if getattr(agent, "llm_config", False) else "user"
+
+
+class SendRecorder:
+    """The ``process_message_before_send`` hook that records every send of one request exactly once.
+
+    In replay mode it writes nothing: each send is compared with the recorded one
+    at the same position and a difference raises ``ReplayDivergence``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        conversation_id: str,
+        request_id: str,
+        *,
+        skip: Callable[[Any], bool] = lambda agent: False,
+        replay: Sequence[StoredSend] | None = None,
+    ) -> None:
+        self.store = store
+        self.conversation_id = conversation_id
+        self.request_id = request_id
+        self.seq = 0
+        self._skip = skip
+        self._replay = {(s.request, s.seq): s for s in replay} if replay is not None else None
+
+    def attach(self, agent: Any) -> None:
+        """Register the hook on an agent (every agent whose sends are part of the conversation)."""
+        agent.register_hook("process_message_before_send", self)
+
+    def start_request(self, request_id: str) -> None:
+        """Number the following sends as the steps of another request (replay drives several)."""
+        self.request_id = request_id
+        self.seq = 0
+
+    def __call__(
+        self, sender: Any, message: dict[str, Any] | str, recipient: Any, silent: bool
+    ) -> dict[str, Any] | str:
+        """Record one send (or check it, in replay) and return the message the agents must use."""
+        if self._skip(sender):
+            return message
+        seq = self.seq
+        self.seq += 1
+        msg = canonical_message(message, sender.name)
+        if self._replay is not None:
+            return self._check_replay(msg, sender, seq)
+        messages = to_openai(msg, _sender_role(sender))
+        ids = send_message_ids(msg, self.request_id, seq)
+        base = {"adapter": ADAPTER, "sender": sender.name, "recipient": recipient.name}
+        base |= {"request": self.request_id, "seq": seq}
+        metas = [base | ({"part": i, "parts": len(ids)} if len(ids) > 1 else {}) for i in range(len(ids))]
+        try:
+            self.store.append(self.conversation_id, messages, message_ids=ids, meta=metas)
+        except ConflictError:
+            stored = self._stored(ids)
+            if stored is None or seq == 0:
+                # The request's own input may not be swapped for another one: that
+                # would silently drop what this caller asked.
+                raise
+            return stored.message
+        return msg
+
+    def _stored(self, ids: Sequence[str]) -> StoredSend | None:
+        wanted = set(ids)
+        events = [
+            e
+            for e in self.store.events(self.conversation_id)
+            if isinstance(e, MessageAppended) and e.message_id in wanted
+        ]
+        if len(events) != len(wanted):
+            return None
+        return _sends(events)[0]
+
+    def _check_replay(self, msg: dict[str, Any], sender: Any, seq: int) -> dict[str, Any]:
+        assert self._replay is not None
+        recorded = self._replay.get((self.request_id, seq))
+        if recorded is None:
+            raise ReplayDivergence(self.conversation_id, -1, None, {"sender": sender.name, "message": msg})
+        if recorded.sender not in (None, sender.name) or recorded.message != msg:
+            raise ReplayDivergence(
+                self.conversation_id,
+                recorded.version,
+                {"sender": recorded.sender, "message": recorded.message},
+                {"sender": sender.name, "message": msg},
+            )
+        return recorded.message
+
+def ends_turn(message: Mapping[str, Any]) -> bool:
+    """The default end of a request: the assistant answered without calling a tool."""
+    return not message.get("tool_calls") and message.get("role") != "tool"

@@ -1,0 +1,1 @@
+"""Where read models are materialized: in memory, SQLite tables or PostgreSQL tables."""

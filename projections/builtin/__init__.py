@@ -1,0 +1,1 @@
+"""The read models chatledger ships: chat history, tool audit, conversation index, search."""

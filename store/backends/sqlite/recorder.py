@@ -1,0 +1,533 @@
+"""SQLite backend: one database file, WAL, many processes on one machine.
+
+Writes take the database write lock up front (``BEGIN IMMEDIATE``) so that a
+transaction which reads a stream head and then writes can never fail half-way
+with ``SQLITE_BUSY_SNAPSHOT``; the busy timeout makes concurrent writers, in
+this process or another, queue for the lock instead of failing. Because
+writers are serialised by that lock, the rowid (``position``) is assigned in
+commit order, so a reader that asks for ``position > last`` never skips an
+event that commits late.
+
+A lone append (:meth:`SQLiteRecorder.append_alone`, what ``Store.append``
+does) is one autocommit INSERT built against the head this recorder last saw:
+the unique indexes refuse it, writing nothing, when another writer moved the
+stream or a key is stored, and it is then redone in a transaction. The layout
+and its compact stored forms are in :mod:`chatledger.store.backends.sqlite.schema`.
+
+Each thread gets its own connection (``sqlite3`` connections are not shared
+across threads); all are closed by :meth:`SQLiteRecorder.close`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from chatledger.store.backends.recorder import NewRecord, Record, StreamHead, WriteTransaction, moved_only_by
+from chatledger.store.backends.sqlite.schema import (
+    HEAD_SELECT,
+    LAYOUT_VERSION,
+    RECORD_SELECT,
+    SCHEMA,
+    create_schema,
+    migrate_v1,
+    record,
+)
+from chatledger.store.errors import BackendUnavailable, ChatledgerError, ConflictError, ValidationError
+
+__all__ = ["SCHEMA", "PerThread", "SQLiteRecorder", "connect"]
+
+T = TypeVar("T")
+
+
+def _translate(exc: sqlite3.Error, what: str) -> Exception:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ConflictError(f"{what}: {exc}")
+    if isinstance(exc, sqlite3.DataError):
+        return ValidationError("payload", str(exc))
+    return BackendUnavailable(f"{what}: SQLite said {exc}")
+
+
+def connect(path: str, *, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
+    """Open a connection as every chatledger SQLite file wants it: WAL, a busy timeout, autocommit.
+
+    Two processes opening a new file at once both ask for WAL; the switch needs an
+    exclusive lock and SQLite reports "database is locked" at once instead of calling
+    the busy handler, so the switch is retried until the busy timeout.
+
+    Raises:
+        BackendUnavailable: the file could not be put in WAL mode.
+        sqlite3.Error: the caller translates it.
+    """
+    conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while mode.lower() != "wal":
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+            continue
+        if path != ":memory:" and mode.lower() != "wal":
+            conn.close()
+            raise BackendUnavailable(f"could not switch {path} to WAL (journal_mode={mode})")
+        break
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    return conn
+
+
+class PerThread(Generic[T]):
+    """One object per thread (``sqlite3`` connections are not shared across threads), all closed together."""
+
+    def __init__(self, make: Callable[[], T], close: Callable[[T], object]) -> None:
+        self._make, self._close = make, close
+        self._local = threading.local()
+        self._all: list[T] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        """This thread's object, made on first use."""
+        item: T | None = getattr(self._local, "item", None)
+        if item is None:
+            item = self._local.item = self._make()
+            with self._lock:
+                self._all.append(item)
+        return item
+
+    def close(self) -> None:
+        """Close every thread's object; later calls of :meth:`get` make new ones."""
+        with self._lock:
+            for item in self._all:
+                self._close(item)
+            self._all.clear()
+        self._local = threading.local()
+
+
+class _Caches:
+    """What a recorder may remember across transactions: stream ids, type codes and heads.
+
+    Sids and type codes never change once committed. A head is only a guess: the
+    one-statement append (:class:`_Guess`) writes the next version, and the
+    unique ``(sid, version)`` index refuses it when another writer got there first.
+    """
+
+    def __init__(self) -> None:
+        self.types: dict[str, int] = {}
+        self.heads: dict[str, tuple[int, StreamHead]] = {}
+
+    def remember(self, heads: dict[str, tuple[int, StreamHead]], types: dict[str, int]) -> None:
+        if len(self.heads) + len(heads) > _CACHED_HEADS:
+            self.heads.clear()
+        self.heads.update(heads)
+        self.types.update(types)
+
+
+def _moved(h: StreamHead, last: NewRecord) -> StreamHead:
+    """The head after ``last`` (built directly: ``dataclasses.replace`` costs more than the insert)."""
+    return StreamHead(
+        h.stream_id,
+        h.conversation_id,
+        h.tenant,
+        h.kind,
+        last.version,
+        last.hash,
+        h.created_at,
+        last.recorded_at,
+        h.status,
+        h.lease_until,
+        h.metadata,
+    )
+
+
+def _row(sid: int, code: int, r: NewRecord) -> tuple[object, ...]:
+    """A new event's column values, in ``_INSERT``'s order.
+
+    Its id and hash are the writer's, always lowercase hex of 16 and 32 bytes. They are
+    bound as ``bytearray``: the ``sqlite3`` module binds ``bytes`` (and ``None``) only
+    after looking for an adapter, a failed attribute lookup that costs more than the
+    conversion from hex.
+    """
+    return (
+        sid,
+        r.version,
+        code,
+        r.schema_version,
+        bytearray.fromhex(r.event_id),
+        r.key,
+        r.recorded_us,
+        r.payload,
+        bytearray.fromhex(r.hash),
+    )
+
+
+def _insert_one(conn: sqlite3.Connection, sid: int, code: int, r: NewRecord) -> int:
+    """Insert one event and return its position (an event without a key leaves the column NULL unbound)."""
+    row = _row(sid, code, r)
+    if r.key is not None:
+        return int(conn.execute(_INSERT, row).lastrowid or 0)
+    return int(conn.execute(_INSERT_KEYLESS, row[:5] + row[6:]).lastrowid or 0)
+
+
+class _Tx:
+    """A write transaction on one connection that holds the write lock."""
+
+    def __init__(self, conn: sqlite3.Connection, caches: _Caches) -> None:
+        self._conn = conn
+        self._caches = caches
+        self.heads: dict[str, tuple[int, StreamHead]] = {}  # read or moved here; remembered on commit
+        self.types: dict[str, int] = {}
+
+    def head(self, stream_id: str) -> StreamHead | None:
+        row = self._conn.execute(f"{HEAD_SELECT} WHERE s.stream_id = ?", (stream_id,)).fetchone()
+        if row is None:
+            return None
+        head = StreamHead(*row[1:])
+        self.heads[stream_id] = (int(row[0]), head)
+        return head
+
+    def create_stream(self, head: StreamHead) -> None:
+        try:
+            cur = self._conn.execute(
+                "INSERT INTO streams (stream_id, conversation_id, tenant, kind, created_at, status, lease_until, "
+                "metadata) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    head.stream_id,
+                    head.conversation_id,
+                    head.tenant,
+                    head.kind,
+                    head.created_at,
+                    head.status,
+                    head.lease_until,
+                    head.metadata,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise ConflictError(f"stream {head.stream_id!r} exists already") from None
+        self.heads[head.stream_id] = (int(cur.lastrowid or 0), head)
+
+    def _sid(self, stream_id: str) -> int | None:
+        known = self.heads.get(stream_id) or self._caches.heads.get(stream_id)
+        if known is not None:
+            return known[0]
+        row = self._conn.execute("SELECT sid FROM streams WHERE stream_id = ?", (stream_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _records(self, stream_id: str, column: str, values: Sequence[object]) -> list[Record]:
+        sid = self._sid(stream_id)
+        if sid is None or not values:
+            return []
+        found: list[Record] = []
+        for start in range(0, len(values), 500):
+            chunk = list(values[start : start + 500])
+            rows = self._conn.execute(
+                f"{RECORD_SELECT} WHERE e.sid = ? AND e.{column} IN ({','.join('?' * len(chunk))})",
+                (sid, *chunk),
+            ).fetchall()
+            found += map(record, rows)
+        return found
+
+    def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
+        return {str(rec.key): rec for rec in self._records(stream_id, "key", keys)}
+
+    def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
+        return self._records(stream_id, "version", versions)
+
+    def _type_code(self, name: str) -> int:
+        code = self.types.get(name) or self._caches.types.get(name)
+        if code is None:
+            self._conn.execute("INSERT OR IGNORE INTO event_types (name) VALUES (?)", (name,))
+            code = int(self._conn.execute("SELECT code FROM event_types WHERE name = ?", (name,)).fetchone()[0])
+            self.types[name] = code
+        return code
+
+    def insert(self, records: Sequence[NewRecord]) -> list[int]:
+        positions = []
+        for r in records:
+            sid = self._sid(r.stream_id)
+            if sid is None:
+                raise ConflictError(f"stream {r.stream_id!r} does not exist")
+            positions.append(_insert_one(self._conn, sid, self._type_code(r.type), r))
+            known = self.heads.get(r.stream_id)
+            if known is not None:
+                self.heads[r.stream_id] = (sid, _moved(known[1], r))
+        return positions
+
+    def update_head(self, head: StreamHead) -> None:
+        known = self.heads.get(head.stream_id)
+        if known is None:
+            raise RuntimeError(f"update_head of {head.stream_id!r} before reading its head")
+        sid, old = known
+        # Version, hash and time are the last event's: only the tool ledger's fields are stored.
+        if (head.status, head.lease_until) != (old.status, old.lease_until):
+            self._conn.execute(
+                "UPDATE streams SET status = ?, lease_until = ? WHERE sid = ?", (head.status, head.lease_until, sid)
+            )
+        self.heads[head.stream_id] = (sid, head)
+
+
+_INSERT = (
+    "INSERT INTO events (sid, version, type, schema_version, event_id, key, recorded_at, payload, hash) "
+    "VALUES (?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_KEYLESS = (
+    "INSERT INTO events (sid, version, type, schema_version, event_id, recorded_at, payload, hash) "
+    "VALUES (?,?,?,?,?,?,?,?)"
+)
+_CACHED_HEADS = 4096
+_MAX_GUESSED_ROWS = 32_766 // 9
+
+
+class _Miss(Exception):
+    """A guessed head was not the stream's current one (or the write needs a real transaction)."""
+
+
+class _Guess:
+    """A lone append sent as one autocommit statement, built against the head last seen.
+
+    ``head`` answers from the cache, ``records_by_keys`` assumes no key is stored, and
+    ``insert`` sends one INSERT: the unique ``(sid, version)`` index refuses it when the
+    guessed head is stale, and the unique ``(sid, key)`` index when a key is stored.
+    Then nothing was written (one statement is atomic) and :class:`_Miss` sends the
+    append to a real transaction.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, caches: _Caches) -> None:
+        self._conn = conn
+        self._caches = caches
+        self._head: tuple[int, StreamHead] | None = None
+        self._written: NewRecord | None = None
+
+    def head(self, stream_id: str) -> StreamHead | None:
+        known = self._caches.heads.get(stream_id)
+        if known is None or (self._head is not None and self._head is not known):
+            raise _Miss
+        self._head = known
+        return known[1]
+
+    def create_stream(self, head: StreamHead) -> None:
+        raise _Miss
+
+    def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
+        return {}  # a stored key fails the statement on the unique (sid, key) index
+
+    def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
+        raise _Miss
+
+    def insert(self, records: Sequence[NewRecord]) -> list[int]:
+        known, first = self._head, records[0] if records else None
+        if known is None or first is None or self._written is not None or len(records) > _MAX_GUESSED_ROWS:
+            raise _Miss
+        sid, head = known
+        types = self._caches.types
+        try:
+            if len(records) == 1:
+                code = types.get(first.type)
+                if code is None or first.stream_id != head.stream_id:
+                    raise _Miss
+                positions = [_insert_one(self._conn, sid, code, first)]
+            else:
+                codes = [types.get(r.type) for r in records]
+                if None in codes or any(r.stream_id != head.stream_id for r in records):
+                    raise _Miss
+                sql = _INSERT.replace("(?,?,?,?,?,?,?,?,?)", ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(records)))
+                flat = [value for r, code in zip(records, codes, strict=True) for value in _row(sid, code or 0, r)]
+                positions = sorted(int(p) for (p,) in self._conn.execute(sql + " RETURNING position", flat))
+        except sqlite3.IntegrityError:
+            raise _Miss from None
+        except sqlite3.Error as exc:
+            raise _translate(exc, "appending") from exc
+        self._written = records[-1]
+        return positions
+
+    def update_head(self, head: StreamHead) -> None:
+        known, last = self._head, self._written
+        if known is None or last is None or not moved_only_by(head, known[1], last):
+            raise RuntimeError("append_alone: the body may only move the head it inserted after to its last event")
+        heads = self._caches.heads
+        if len(heads) >= _CACHED_HEADS:
+            heads.clear()
+        heads[head.stream_id] = (known[0], head)
+
+
+class SQLiteRecorder:
+    """The SQLite implementation of :class:`~chatledger.store.backends.recorder.Recorder`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        sync = synchronous.upper()
+        if sync not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValidationError("synchronous", f"must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        self.path = str(path)
+        self.synchronous = sync
+        self.busy_timeout_ms = busy_timeout_ms
+        self._caches = _Caches()
+        self._conns: PerThread[sqlite3.Connection] = PerThread(self._open, sqlite3.Connection.close)
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            layout = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            old = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone() is not None
+            if old and layout < LAYOUT_VERSION:
+                migrate_v1(conn)
+            elif layout > LAYOUT_VERSION:
+                raise BackendUnavailable(
+                    f"{self.path} was written by a newer chatledger (layout {layout}, this one knows "
+                    f"{LAYOUT_VERSION}): upgrade chatledger to open it"
+                )
+            else:
+                create_schema(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, "creating the schema") from exc
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._conns.get()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return connect(self.path, busy_timeout_ms=self.busy_timeout_ms, synchronous=self.synchronous)
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"opening {self.path}") from exc
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (read models share the file through it)."""
+        return self._conn()
+
+    @contextmanager
+    def write(self) -> Iterator[_Tx]:
+        """Open a write transaction holding the database write lock."""
+        conn = self._conn()
+        if conn.in_transaction:
+            raise RuntimeError("chatledger write transactions do not nest")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _translate(exc, "starting a write") from exc
+        tx = _Tx(conn, self._caches)
+        try:
+            yield tx
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _translate(exc, "committing") from exc
+        self._caches.remember(tx.heads, tx.types)
+
+    def append_alone(self, body: Callable[[WriteTransaction], T]) -> T:
+        """Run ``body``, a transaction holding one append to one stream, as one INSERT statement.
+
+        The append is built against the head this recorder last saw and sent as one
+        autocommit statement (no BEGIN or COMMIT). When that head is stale, a key is
+        stored already, or anything was decided on the guessed head, nothing was written
+        and ``body`` runs again in an ordinary write transaction. ``body`` must not change
+        the stream's status or lease.
+        """
+        conn = self._conns.get()
+        if not conn.in_transaction:
+            try:
+                return body(_Guess(conn, self._caches))
+            except _Miss:
+                pass
+            except BackendUnavailable:
+                raise
+            except ChatledgerError:
+                pass  # decided on a guessed head: decide again on the locked one
+        with self.write() as tx:
+            return body(tx)
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, "reading") from exc
+
+    def read_stream(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
+        rows = self._query(
+            f"{RECORD_SELECT} WHERE e.sid = (SELECT sid FROM streams WHERE stream_id = ?) AND e.version > ? "
+            "ORDER BY e.version LIMIT ?",
+            (stream_id, after, -1 if limit is None else limit),
+        )
+        return list(map(record, rows))
+
+    def read_payloads(self, stream_id: str, type_name: str, upto: int | None = None) -> list[str]:
+        rows = self._query(
+            "SELECT payload FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = ?) "
+            "AND version <= ? AND type = (SELECT code FROM event_types WHERE name = ?) ORDER BY version",
+            (stream_id, (1 << 62) if upto is None else upto, type_name),
+        )
+        return [row[0] for row in rows]
+
+    def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
+        where = "e.position > ?" if tenant is None else "e.position > ? AND s.tenant = ?"
+        params: tuple[Any, ...] = (after,) if tenant is None else (after, tenant)
+        rows = self._query(
+            f"{RECORD_SELECT} WHERE {where} ORDER BY e.position LIMIT ?", (*params, -1 if limit is None else limit)
+        )
+        return list(map(record, rows))
+
+    def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
+        while True:
+            page = self.read_all(after, batch, tenant)
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].position
+
+    def get_head(self, stream_id: str) -> StreamHead | None:
+        rows = self._query(f"{HEAD_SELECT} WHERE s.stream_id = ?", (stream_id,))
+        return StreamHead(*rows[0][1:]) if rows else None
+
+    def list_heads(
+        self,
+        kind: str,
+        tenant: str | None,
+        limit: int | None = None,
+        status: Sequence[str] | None = None,
+        conversation_id: str | None = None,
+    ) -> list[StreamHead]:
+        where = ["s.kind = ?"]
+        params: list[Any] = [kind]
+        if tenant is not None:
+            where.append("s.tenant = ?")
+            params.append(tenant)
+        if status:
+            where.append(f"s.status IN ({','.join('?' * len(status))})")
+            params.extend(status)
+        if conversation_id is not None:
+            where.append("s.conversation_id = ?")
+            params.append(conversation_id)
+        params.append(-1 if limit is None else limit)
+        rows = self._query(
+            f"{HEAD_SELECT} WHERE {' AND '.join(where)} ORDER BY s.created_at, s.stream_id LIMIT ?",
+            params,
+        )
+        return [StreamHead(*row[1:]) for row in rows]
+
+    def last_position(self) -> int:
+        rows = self._query("SELECT COALESCE(MAX(position), 0) FROM events", ())
+        return int(rows[0][0])
+
+    def close(self) -> None:
+        self._conns.close()

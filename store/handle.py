@@ -1,0 +1,474 @@
+"""The conversation log: the public write and read API over a backend.
+
+:class:`Store` appends batches of chat messages atomically, idempotently (by
+``message_id``) and under optimistic concurrency (``expected_version``), and
+reads conversations, the global log and chat histories back. Lower layers (the
+tool-call executor, adapters) use :meth:`Store.transaction` to append to
+several streams in one atomic unit through a :class:`Writer`, which owns the
+rules every append obeys: tenant scoping, idempotency keys, version checks,
+size limits and the hash chain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from json import encoder as json_encoder
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chatledger.store.backends.recorder import Record, Recorder, StreamHead, WriteTransaction
+from chatledger.store.errors import ConflictError, NotFoundError, PendingToolCallsError, ValidationError
+from chatledger.store.events import ConversationStarted, Event, MessageAppended, event_class
+from chatledger.store.integrity.redaction import Redactor
+from chatledger.store.integrity.verify import Kept, Progress, VerifyReport, verify
+from chatledger.store.messages import pending_tool_calls, validate_message
+from chatledger.store.writer import FORBIDDEN_IN_IDS, UNCHANGED, Draft, Writer, check_id, new_id, now_iso
+
+if TYPE_CHECKING:
+    from chatledger.store.subscriptions import Subscription
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "ConversationInfo",
+    "Draft",
+    "PayloadCodec",
+    "Store",
+    "Writer",
+    "check_id",
+    "new_id",
+    "now_iso",
+]
+
+DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _json_parts() -> Callable[[Any, int], Sequence[str]]:
+    """``_ENCODER``'s encoding without its per-call setup: the C encoder, built once.
+
+    ``JSONEncoder.encode`` builds a new C encoder on every call, which costs as much
+    as encoding a chat message. This one has no circular-reference bookkeeping (no
+    state shared between calls or threads): a payload that contains itself fails as
+    too deeply nested. Called as ``parts(payload, 0)``; the text is the parts joined.
+    """
+    make: Any = getattr(json_encoder, "c_make_encoder", None)
+    if make is None:
+        return lambda payload, _: (_ENCODER.encode(payload),)
+    parts: Callable[[Any, int], Sequence[str]] = make(
+        None,
+        _ENCODER.default,
+        json_encoder.encode_basestring,
+        None,
+        _ENCODER.key_separator,
+        _ENCODER.item_separator,
+        False,
+        False,
+        False,
+    )
+    return parts
+
+
+_JSON_PARTS = _json_parts()
+
+
+class PayloadCodec(Protocol):
+    """Turns a payload's JSON text into what is stored, and back (encryption plugs in here)."""
+
+    def encode(self, conversation_id: str, text: str) -> str:
+        """The stored form of a payload."""
+
+    def decode(self, conversation_id: str, stored: str) -> str:
+        """The payload's JSON text from its stored form."""
+
+
+class _PlainCodec:
+    def encode(self, conversation_id: str, text: str) -> str:
+        return text
+
+    def decode(self, conversation_id: str, stored: str) -> str:
+        if stored.startswith("enc:"):
+            raise ValidationError(
+                "encryption", "this payload is encrypted: open the store with its master key (CHATLEDGER_MASTER_KEY)"
+            )
+        return stored
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    """One conversation as listed: its id, tenant, version, times and metadata."""
+
+    conversation_id: str
+    tenant: str
+    version: int
+    created_at: str
+    updated_at: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Store:
+    """An event-sourced conversation store over one backend, scoped to one tenant.
+
+    Build it with :func:`chatledger.store.open_store`.
+    """
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        *,
+        tenant: str = "default",
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        codec: PayloadCodec | None = None,
+        signing_key: bytes | None = None,
+        url: str = "",
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.recorder = recorder
+        self.tenant = check_id(tenant, "tenant")
+        self.max_event_bytes = max_event_bytes
+        self.codec: PayloadCodec = codec or _PlainCodec()
+        self.signing_key = signing_key
+        self.url = url
+        self.redactor = redactor
+        # A backend may run a lone append in fewer round trips (SQLite, PostgreSQL: one statement).
+        self._append_alone: Callable[[Callable[[WriteTransaction], list[Event]]], list[Event]] | None = getattr(
+            recorder, "append_alone", None
+        )
+
+    # -- context management -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the backend's connections."""
+        self.recorder.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Writer]:
+        """An atomic unit of appends to one or more streams: all are stored, or none."""
+        with self.recorder.write() as tx:
+            yield Writer(self, tx)
+
+    def start_conversation(
+        self,
+        conversation_id: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        forked_from: Mapping[str, Any] | None = None,
+        exist_ok: bool = False,
+        messages: Sequence[Mapping[str, Any]] = (),
+        message_ids: Sequence[str | None] | None = None,
+    ) -> str:
+        """Create a conversation (with optional first messages, atomically) and return its id.
+
+        The id is a new UUID unless one is given.
+
+        Raises:
+            ConflictError: the id exists already (unless ``exist_ok``; then nothing is written).
+            ValidationError: the id, metadata or a message cannot be stored; nothing is written.
+        """
+        conv = new_id() if conversation_id is None else check_id(conversation_id, "conversation_id")
+        meta = self._redact(dict(metadata or {}))
+        meta_text = self._dumps(meta, "metadata")
+        if not meta_text.isascii():
+            try:
+                meta_text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValidationError("metadata", "contains invalid unicode (a lone surrogate)") from None
+        start = Draft(ConversationStarted, {"metadata": meta, "forked_from": dict(forked_from or {}) or None})
+        drafts = [start, *self._message_drafts(messages, message_ids, None)]
+        try:
+            with self.transaction() as w:
+                if w.head(conv) is not None:
+                    if exist_ok:
+                        return conv
+                    raise ConflictError(f"conversation {conv!r} exists already")
+                w.create_stream(conv, conv, "conversation", metadata=meta_text)
+                w.append(conv, drafts)
+        except ConflictError:
+            # Two writers creating the same id at once: on PostgreSQL the loser only sees the
+            # winner's row when its insert hits the unique key. The winner's conversation stands.
+            if exist_ok and self._owned(conv):
+                return conv
+            raise
+        return conv
+
+    def _owned(self, conversation_id: str) -> bool:
+        try:
+            self._head(conversation_id)
+        except NotFoundError:
+            return False
+        return True
+
+    def append(
+        self,
+        conversation_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+        message_ids: Sequence[str | None] | None = None,
+        meta: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[MessageAppended]:
+        """Append a batch of chat messages atomically; return their events.
+
+        Args:
+            conversation_id: the conversation to append to.
+            messages: OpenAI chat-format messages, stored verbatim.
+            expected_version: the conversation version the caller last saw; a stale one fails.
+            message_ids: the client's own ids (AutoGen, OpenAI); missing ones are assigned.
+                A message whose id is already stored with the same content is not appended again.
+            meta: adapter metadata per message (never sent to a model).
+
+        Raises:
+            ValidationError: a message is malformed (the field is named); nothing is written.
+            ConcurrencyError: ``expected_version`` is stale; nothing is written.
+            ConflictError: a message id was already used for different content.
+            NotFoundError: the conversation does not exist for this tenant.
+        """
+        drafts = self._message_drafts(messages, message_ids, meta)
+        check_id(conversation_id, "conversation_id")
+
+        def body(tx: WriteTransaction) -> list[Event]:
+            return Writer(self, tx).append(conversation_id, drafts, expected_version=expected_version)
+
+        if self._append_alone is not None:
+            events = self._append_alone(body)
+        else:
+            with self.recorder.write() as tx:
+                events = body(tx)
+        return events  # type: ignore[return-value]  # every draft is a MessageAppended
+
+    def _message_drafts(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        message_ids: Sequence[str | None] | None,
+        meta: Sequence[Mapping[str, Any] | None] | None,
+    ) -> list[Draft]:
+        if type(messages) is not list and (isinstance(messages, Mapping | str) or not isinstance(messages, Sequence)):
+            raise ValidationError("messages", "must be a list of message objects")
+        if message_ids is not None and len(message_ids) != len(messages):
+            raise ValidationError("message_ids", "must have one entry per message")
+        if meta is not None and len(meta) != len(messages):
+            raise ValidationError("meta", "must have one entry per message")
+        drafts = []
+        for i, message in enumerate(messages):
+            where = f"messages[{i}]"
+            msg = validate_message(message, where)
+            mid = None if message_ids is None else message_ids[i]
+            if mid is not None:
+                check_id(mid, f"message_ids[{i}]")
+            # Without a client id the message's id is its event id (no key to store or index).
+            payload: dict[str, Any] = {"message": msg}
+            if meta is not None and meta[i] is not None:
+                payload["meta"] = dict(meta[i] or {})
+            drafts.append(Draft(MessageAppended, payload, mid, where))
+        return drafts
+
+    # -- payload handling ---------------------------------------------------------------------
+
+    def _dumps(self, payload: Any, where: str | Draft) -> str:
+        try:
+            return "".join(_JSON_PARTS(payload, 0))
+        except (RecursionError, TypeError, ValueError) as exc:
+            raise _not_json(where, exc) from None
+
+    def _redact(self, payload: Any) -> Any:
+        """The one place secrets are redacted: every payload and metadata pass through here."""
+        return payload if self.redactor is None else self.redactor.redact(payload)
+
+    def _encode_payload(self, conversation_id: str, draft: Draft, payload: Mapping[str, Any]) -> tuple[str, str]:
+        """A draft's payload as JSON text, checked (JSON, unicode, size), and as stored (through the codec)."""
+        try:
+            text = "".join(_JSON_PARTS(payload if self.redactor is None else self.redactor.redact(payload), 0))
+        except (RecursionError, TypeError, ValueError) as exc:
+            raise _not_json(draft, exc) from None
+        if text.isascii():
+            size = len(text)
+        else:
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise ValidationError(_where(draft), "contains invalid unicode (a lone surrogate)") from None
+        if size > self.max_event_bytes:
+            raise ValidationError(
+                _where(draft), f"is {size} bytes, over the event size limit of {self.max_event_bytes}"
+            )
+        return text, text if type(self.codec) is _PlainCodec else self.codec.encode(conversation_id, text)
+
+    def _payload_of(self, record: Record) -> Any:
+        return json.loads(self.codec.decode(record.conversation_id, record.payload))
+
+    def decode(self, record: Record) -> Event:
+        """Turn a stored record into its event (upcasting old schema versions)."""
+        cls = event_class(record.type)
+        payload = self._payload_of(record)
+        if record.schema_version < cls.SCHEMA_VERSION:
+            payload = cls.upcast(payload, record.schema_version)
+        if cls.KEY_FIELD is not None and cls.KEY_FIELD not in payload:
+            payload[cls.KEY_FIELD] = record.key if record.key is not None else record.event_id
+        return cls.model_validate(
+            {
+                "event_id": record.event_id,
+                "conversation_id": record.conversation_id,
+                "stream_id": record.stream_id,
+                "version": record.version,
+                "position": record.position,
+                "recorded_at": record.recorded_at,
+                "tenant": record.tenant,
+                **payload,
+            }
+        )
+
+    # -- integrity ----------------------------------------------------------------------------
+
+    def verify(
+        self,
+        conversation_id: str | None = None,
+        *,
+        progress: Progress | None = None,
+        kept: Kept | None = None,
+    ) -> VerifyReport:
+        """Check the hash chains of this tenant's streams, and against kept heads when given.
+
+        See :func:`chatledger.store.integrity.verify.verify`.
+        """
+        return verify(self, conversation_id, progress=progress, kept=kept)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _head(self, conversation_id: str) -> StreamHead:
+        valid = isinstance(conversation_id, str) and FORBIDDEN_IN_IDS.search(conversation_id) is None
+        head = self.recorder.get_head(conversation_id) if valid else None
+        if head is None or head.tenant != self.tenant or head.kind != "conversation":
+            raise NotFoundError(f"conversation {conversation_id!r} does not exist")
+        return head
+
+    def version(self, conversation_id: str) -> int:
+        """The conversation's current version (its number of events)."""
+        return self._head(conversation_id).version
+
+    def conversation(self, conversation_id: str) -> ConversationInfo:
+        """One conversation's listing entry."""
+        return _info(self._head(conversation_id))
+
+    def conversations(
+        self,
+        limit: int | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        since: str | None = None,
+    ) -> list[ConversationInfo]:
+        """This tenant's conversations, oldest first.
+
+        Args:
+            limit: at most this many.
+            metadata: only conversations whose metadata has these key/value pairs.
+            since: only conversations active at or after this ISO-8601 UTC time.
+        """
+        if not metadata and since is None:
+            return [_info(h) for h in self.recorder.list_heads("conversation", self.tenant, limit)]
+        out = []
+        for head in self.recorder.list_heads("conversation", self.tenant):
+            if since is not None and head.updated_at < since:
+                continue
+            info = _info(head)
+            if metadata and any(info.metadata.get(k, UNCHANGED) != v for k, v in metadata.items()):
+                continue
+            out.append(info)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def events(self, conversation_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """A conversation's events with version > ``after``, in order."""
+        self._head(conversation_id)
+        return [self.decode(r) for r in self.recorder.read_stream(conversation_id, after, limit)]
+
+    def stream_events(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """Any stream's events (a tool call's, a side stream's), scoped to this tenant."""
+        return [self.decode(r) for r in self.recorder.read_stream(stream_id, after, limit) if r.tenant == self.tenant]
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> list[Event]:
+        """This tenant's events in global order, after position ``after``."""
+        return [self.decode(r) for r in self.recorder.read_all(after, limit, self.tenant)]
+
+    def iter_all(self, after: int = 0, batch: int = 1000) -> Iterator[Event]:
+        """Stream this tenant's whole log in global order without loading it into memory."""
+        for record in self.recorder.iter_all(after, batch, self.tenant):
+            yield self.decode(record)
+
+    def last_position(self) -> int:
+        """The global position of the newest event in the log."""
+        return self.recorder.last_position()
+
+    def subscribe(self, name: str, handler: Callable[[Event], object], **options: Any) -> Subscription:
+        """A durable subscription: ``handler`` gets each of this tenant's events once, in order.
+
+        Nothing runs until ``run_once()`` / ``run_forever(stop_event)`` is called on the result;
+        see :mod:`chatledger.store.subscriptions`.
+        """
+        from chatledger.store.subscriptions import Subscription
+
+        return Subscription(self, name, handler, **options)
+
+    def messages(self, conversation_id: str, as_of: int | None = None) -> list[dict[str, Any]]:
+        """The conversation's messages exactly as appended, up to version ``as_of``."""
+        self._head(conversation_id)
+        payloads = self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of)
+        loads = json.loads
+        if isinstance(self.codec, _PlainCodec):
+            try:
+                return [loads(p)["message"] for p in payloads]
+            except ValueError:
+                pass  # an encrypted payload: the codec below names the problem
+        decode = self.codec.decode
+        return [loads(decode(conversation_id, p))["message"] for p in payloads]
+
+    def history(
+        self, conversation_id: str, as_of: int | None = None, *, allow_pending: bool = False
+    ) -> list[dict[str, Any]]:
+        """The conversation as OpenAI chat messages, ready to send to a model.
+
+        Raises:
+            PendingToolCallsError: an assistant tool call has no result yet
+                (unless ``allow_pending``); the executor closes such calls.
+            NotFoundError: no such conversation for this tenant.
+        """
+        msgs = self.messages(conversation_id, as_of)
+        if not allow_pending:
+            pending = pending_tool_calls(msgs)
+            if pending:
+                raise PendingToolCallsError(conversation_id, pending)
+        return msgs
+
+
+def _info(head: StreamHead) -> ConversationInfo:
+    return ConversationInfo(
+        head.conversation_id,
+        head.tenant,
+        head.version,
+        head.created_at,
+        head.updated_at,
+        json.loads(head.metadata) if head.metadata else {},
+    )
+
+
+def _where(what: str | Draft) -> str:
+    """The name an error gives a payload: the caller's label, or the event type."""
+    if isinstance(what, str):
+        return what
+    return what.label or what.cls.TYPE
+
+
+def _not_json(what: str | Draft, exc: Exception) -> ValidationError:
+    """The error for a payload the JSON encoder refused."""
+    if isinstance(exc, RecursionError):
+        return ValidationError(_where(what), "is nested too deeply (or contains itself) to store")
+    return ValidationError(_where(what), f"is not JSON: {exc}")

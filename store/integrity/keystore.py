@@ -1,0 +1,231 @@
+"""Deletable storage for wrapped data keys, next to each backend's events.
+
+Keys are not events: the log is append-only, but erasure needs a key to be
+gone for good. So each backend gets a small key table beside its log:
+
+- memory: a dict shared by every store on the same recorder;
+- SQLite: a ``data_keys`` table in the same file, written through the
+  recorder's own per-thread connection, so a key created while a write
+  transaction holds the file lock joins that transaction (a second connection
+  would wait for the lock the same thread holds). ``secure_delete`` is on for
+  the deletion, and the WAL is checkpointed afterwards so the key's bytes do
+  not linger in freed pages or the WAL file;
+- PostgreSQL: a ``data_keys`` table, through connections of the recorder's pool.
+
+Only wrapped keys are stored (encrypted under the master key), so a copy of
+this table is useless without the master key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import weakref
+from typing import Any, Protocol
+
+from chatledger.store.errors import BackendUnavailable, ErasedError
+
+__all__ = ["KeyStore", "MemoryKeyStore", "PostgresKeyStore", "SQLiteKeyStore", "key_store_for"]
+
+
+class KeyStore(Protocol):
+    """Where a backend keeps wrapped data keys, one per conversation."""
+
+    def get(self, conversation_id: str) -> bytes | None:
+        """The wrapped key of a conversation; None when it has none (never had one, or erased)."""
+
+    def add(self, conversation_id: str, wrapped: bytes) -> bytes:
+        """Store a wrapped key unless one exists; return the one stored (first writer wins)."""
+
+    def was_erased(self, conversation_id: str) -> bool:
+        """True when the conversation's key was destroyed."""
+
+    def delete(self, conversation_id: str) -> bool:
+        """Destroy a conversation's key for good; True when there was one."""
+
+
+class MemoryKeyStore:
+    """Keys in a dict (per recorder, so stores sharing a memory recorder share keys)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, bytes] = {}
+        self._erased: set[str] = set()
+
+    def get(self, conversation_id: str) -> bytes | None:
+        with self._lock:
+            return self._keys.get(conversation_id)
+
+    def add(self, conversation_id: str, wrapped: bytes) -> bytes:
+        with self._lock:
+            if conversation_id in self._erased:
+                raise ErasedError(conversation_id)
+            return self._keys.setdefault(conversation_id, wrapped)
+
+    def was_erased(self, conversation_id: str) -> bool:
+        with self._lock:
+            return conversation_id in self._erased
+
+    def delete(self, conversation_id: str) -> bool:
+        with self._lock:
+            self._erased.add(conversation_id)
+            return self._keys.pop(conversation_id, None) is not None
+
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS data_keys (
+    conversation_id TEXT PRIMARY KEY,
+    wrapped BLOB
+) WITHOUT ROWID
+"""
+
+
+class SQLiteKeyStore:
+    """Keys in a ``data_keys`` table of the store's SQLite file.
+
+    An erased conversation keeps a row with a NULL key, so no later write can
+    silently give it a fresh key.
+    """
+
+    def __init__(self, recorder: Any) -> None:
+        self._recorder = recorder
+        self._ready = False
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection = self._recorder.connection
+        if not self._ready:
+            try:
+                conn.execute(_SQLITE_SCHEMA)
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"creating the key table: SQLite said {exc}") from exc
+            self._ready = True
+        return conn
+
+    def _row(self, conversation_id: str) -> tuple[bytes | None] | None:
+        try:
+            row = (
+                self._conn()
+                .execute("SELECT wrapped FROM data_keys WHERE conversation_id = ?", (conversation_id,))
+                .fetchone()
+            )
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"reading a data key: SQLite said {exc}") from exc
+        return None if row is None else (row[0],)
+
+    def get(self, conversation_id: str) -> bytes | None:
+        row = self._row(conversation_id)
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def add(self, conversation_id: str, wrapped: bytes) -> bytes:
+        try:
+            self._conn().execute(
+                "INSERT OR IGNORE INTO data_keys (conversation_id, wrapped) VALUES (?, ?)",
+                (conversation_id, wrapped),
+            )
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"storing a data key: SQLite said {exc}") from exc
+        row = self._row(conversation_id)
+        if row is None or row[0] is None:
+            raise ErasedError(conversation_id)
+        return bytes(row[0])
+
+    def was_erased(self, conversation_id: str) -> bool:
+        row = self._row(conversation_id)
+        return row is not None and row[0] is None
+
+    def delete(self, conversation_id: str) -> bool:
+        conn = self._conn()
+        had = self.get(conversation_id) is not None
+        try:
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute(
+                "INSERT INTO data_keys (conversation_id, wrapped) VALUES (?, NULL) "
+                "ON CONFLICT (conversation_id) DO UPDATE SET wrapped = NULL",
+                (conversation_id,),
+            )
+            if not conn.in_transaction:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"deleting a data key: SQLite said {exc}") from exc
+        return had
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS data_keys (
+    conversation_id TEXT PRIMARY KEY,
+    wrapped BYTEA
+)
+"""
+
+
+class PostgresKeyStore:
+    """Keys in a ``data_keys`` table on the store's PostgreSQL database.
+
+    It borrows connections from the recorder's pool (:meth:`PostgresRecorder.connection`), one
+    short transaction per call; a key created during a write commits on its own (an orphan key
+    left by a rolled-back write is harmless).
+    """
+
+    def __init__(self, recorder: Any) -> None:
+        self._recorder = recorder
+        self._ready = False
+
+    def _execute(self, sql: str, params: tuple[Any, ...], *, fetch: bool = False) -> list[Any]:
+        with self._recorder.connection() as conn:
+            if not self._ready:
+                conn.execute(_PG_SCHEMA)
+                self._ready = True
+            cur = conn.execute(sql, params)
+            return list(cur.fetchall()) if fetch else []
+
+    def _row(self, conversation_id: str) -> tuple[bytes | None] | None:
+        rows = self._execute("SELECT wrapped FROM data_keys WHERE conversation_id = %s", (conversation_id,), fetch=True)
+        return (rows[0][0],) if rows else None
+
+    def get(self, conversation_id: str) -> bytes | None:
+        row = self._row(conversation_id)
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def add(self, conversation_id: str, wrapped: bytes) -> bytes:
+        self._execute(
+            "INSERT INTO data_keys (conversation_id, wrapped) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (conversation_id, wrapped),
+        )
+        row = self._row(conversation_id)
+        if row is None or row[0] is None:
+            raise ErasedError(conversation_id)
+        return bytes(row[0])
+
+    def was_erased(self, conversation_id: str) -> bool:
+        row = self._row(conversation_id)
+        return row is not None and row[0] is None
+
+    def delete(self, conversation_id: str) -> bool:
+        had = self.get(conversation_id) is not None
+        self._execute(
+            "INSERT INTO data_keys (conversation_id, wrapped) VALUES (%s, NULL) "
+            "ON CONFLICT (conversation_id) DO UPDATE SET wrapped = NULL",
+            (conversation_id,),
+        )
+        return had
+
+
+_MEMORY_KEYS: weakref.WeakKeyDictionary[Any, MemoryKeyStore] = weakref.WeakKeyDictionary()
+
+
+def key_store_for(recorder: Any) -> KeyStore:
+    """The key store that lives beside a recorder's events.
+
+    Raises:
+        BackendUnavailable: the backend has no key store (a third-party recorder).
+    """
+    from chatledger.store.backends.memory.recorder import MemoryRecorder
+    from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
+
+    if isinstance(recorder, MemoryRecorder):
+        return _MEMORY_KEYS.setdefault(recorder, MemoryKeyStore())
+    if isinstance(recorder, SQLiteRecorder):
+        return SQLiteKeyStore(recorder)
+    if type(recorder).__name__ == "PostgresRecorder":
+        return PostgresKeyStore(recorder)
+    raise BackendUnavailable(f"encryption at rest has no key store for {type(recorder).__name__}")
