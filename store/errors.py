@@ -16,6 +16,7 @@ __all__ = [
     "ConflictError",
     "ErasedError",
     "IntegrityError",
+    "InvalidHistoryError",
     "LeaseLost",
     "NotFoundError",
     "PendingToolCallsError",
@@ -89,6 +90,18 @@ class ReplayDivergence(ChatledgerError):
 
 class IntegrityError(ChatledgerError):
     """Raised when stored events fail verification (a hash chain is broken)."""
+
+
+class InvalidHistoryError(ChatledgerError):
+    """Raised when a history would break the provider rule: every assistant tool call answered
+    by exactly one tool message, immediately after it, before any other message."""
+
+    def __init__(self, where: str, violations: list[Any]) -> None:
+        self.where = where
+        self.violations = violations
+        first = violations[0] if violations else "no violation given"
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        super().__init__(f"{where} is not a history a model API accepts: {first}{more}")
 
 
 class ErasedError(ChatledgerError):
