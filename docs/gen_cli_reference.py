@@ -1,7 +1,7 @@
-"""Regenerate the README's CLI reference from the parser's own `--help` texts.
+"""Regenerate docs/cli.md's command reference from the parser's own `--help` texts.
 
-Run `python docs/gen_cli_reference.py` after changing a command; tests/test_readme.py
-fails while the README and `--help` disagree, or when a command is undocumented.
+Run `python docs/gen_cli_reference.py` after changing a command; tests/test_docs.py
+fails while docs/cli.md and `--help` disagree, or when a command is undocumented.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent / "cli.md"
 START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 
 
@@ -29,15 +29,15 @@ def reference() -> str:
 
 
 def section(text: str) -> str:
-    """The README text between the reference markers."""
+    """The page's text between the reference markers."""
     return text.split(START, 1)[1].split(END, 1)[0].strip("\n")
 
 
 def main() -> int:
-    text = README.read_text(encoding="utf-8")
+    text = PAGE.read_text(encoding="utf-8")
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
-    README.write_text(f"{head}{START}\n{reference()}\n{END}{tail}", encoding="utf-8")
+    PAGE.write_text(f"{head}{START}\n{reference()}\n{END}{tail}", encoding="utf-8")
     return 0
 
 

@@ -19,7 +19,7 @@ from chatledger.store.handle import Store as _Store
 
 BACKENDS = ["memory", "sqlite", "postgres"]
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS = REPO / "tests" / "data" / "corpus"  # copied from the project's shared corpus, with its SOURCES.md and licences
 PG_SKIP = "CHATLEDGER_TEST_POSTGRES_URL is not set: PostgreSQL tests skip (CI sets it to a real server)"
 
 

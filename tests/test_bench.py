@@ -13,7 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO, postgres_base_url
+
+pytestmark = pytest.mark.bench
 
 ROW = re.compile(r"^\| (FULL|NORMAL) \| (.+?) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \| ([\d.]+)x \|$")
 

@@ -10,7 +10,7 @@ from chatledger.adapters.openai_format import import_jsonl
 from chatledger.projections import SearchHit, search
 from chatledger.store import Store, ValidationError
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "taubench_airline_gpt4o.jsonl"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "taubench_airline_gpt4o.jsonl"
 
 
 @pytest.fixture
