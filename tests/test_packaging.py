@@ -69,3 +69,16 @@ print('ok')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_every_subpackage_is_declared() -> None:
+    """Every folder with an __init__.py under store/, projections/ and adapters/ ships in the wheel."""
+    import tomllib
+
+    declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        "chatledger." + ".".join(init.parent.relative_to(REPO).parts)
+        for top in ("store", "projections", "adapters")
+        for init in (REPO / top).rglob("__init__.py")
+    }
+    assert found - declared == set(), "add these to [tool.setuptools] packages in pyproject.toml"
