@@ -13,6 +13,7 @@ from chatledger.store.errors import (
     ChatledgerError,
     ConcurrencyError,
     ConflictError,
+    ConversationBusy,
     ErasedError,
     IntegrityError,
     InvalidHistoryError,
@@ -43,14 +44,17 @@ from chatledger.store.tools.executor import (
     tool_result_message_id,
 )
 from chatledger.store.tools.registry import ToolRegistry, tool
+from chatledger.store.turns import Admission, Turn, TurnGate
 from chatledger.store.url import open_store
 from chatledger.store.writer import Draft, Writer
 
 __all__ = [
+    "Admission",
     "BackendUnavailable",
     "ChatledgerError",
     "ConcurrencyError",
     "ConflictError",
+    "ConversationBusy",
     "ConversationInfo",
     "ConversationStarted",
     "Draft",
@@ -73,6 +77,8 @@ __all__ = [
     "ToolCallSucceeded",
     "ToolOutcome",
     "ToolRegistry",
+    "Turn",
+    "TurnGate",
     "ValidationError",
     "Writer",
     "current_idempotency_key",

@@ -14,6 +14,7 @@ __all__ = [
     "ChatledgerError",
     "ConcurrencyError",
     "ConflictError",
+    "ConversationBusy",
     "ErasedError",
     "IntegrityError",
     "InvalidHistoryError",
@@ -52,6 +53,28 @@ class ConcurrencyError(ChatledgerError):
         super().__init__(
             f"conversation {conversation_id!r} is at version {actual}, not {expected}: "
             "another writer appended first; reload and retry"
+        )
+
+
+class ConversationBusy(ChatledgerError):
+    """Raised when a request waited its bounded time while another request held the conversation's turn.
+
+    Nothing of the request was stored; retry it (with the same request id) after
+    ``retry_after`` seconds. An HTTP app answers 409 Conflict with ``Retry-After``.
+    """
+
+    def __init__(
+        self, conversation_id: str, request_id: str, holder: str | None, retry_after: float | None = None
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.request_id = request_id
+        self.holder = holder
+        self.retry_after = retry_after
+        what = "another delivery of this request" if holder == request_id else f"request {holder!r}"
+        when = "" if retry_after is None else f"; its lease ends in {retry_after:.1f} s"
+        super().__init__(
+            f"conversation {conversation_id!r} is busy: {what} holds its turn{when}; "
+            f"request {request_id!r} was not run: retry it later with the same id"
         )
 
 
