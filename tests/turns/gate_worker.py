@@ -26,7 +26,9 @@ def main() -> None:
         return
     with admission.turn.kept_alive():
         Path(ready).write_text(str(os.getpid()))
-        store.append(conv, [{"role": "user", "content": f"effect of {request_id}"}], message_ids=[f"{request_id}/{os.getpid()}"])
+        store.append(
+            conv, [{"role": "user", "content": f"effect of {request_id}"}], message_ids=[f"{request_id}/{os.getpid()}"]
+        )
         time.sleep(float(hold))
     print(json.dumps({"ran": admission.turn.complete({"pid": os.getpid()})}))
 

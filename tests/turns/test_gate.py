@@ -124,7 +124,7 @@ def test_renewal_keeps_the_turn_and_a_lost_lease_is_reported(store: Store) -> No
 
 
 def test_concurrent_claims_admit_exactly_one(make_store: Callable[..., Store]) -> None:
-    """Of many threads (each with its own store handle) entering one request at once, one runs; the rest get its outcome."""
+    """Of many threads (each with its own store) entering one request at once, one runs; the rest get its outcome."""
     first = make_store()
     conv = first.start_conversation()
     runs: list[str] = []
