@@ -393,29 +393,33 @@ class TurnGate:
             NotFoundError: the conversation does not exist for this tenant.
             ValidationError: an id is malformed.
         """
-        self._check(conversation_id, request_id)
-        deadline = time.monotonic() + (self.wait_seconds if wait_seconds is None else wait_seconds)
-        while True:
-            step = self._step(conversation_id, request_id)
-            if isinstance(step, Admission):
-                return step
-            if isinstance(step, _Wait):
-                if time.monotonic() >= deadline:
-                    raise self._busy(conversation_id, request_id, step)
-                time.sleep(self._pause(step, deadline))
+        attempts = self._attempts(conversation_id, request_id, wait_seconds)
+        while isinstance(step := next(attempts), float):
+            time.sleep(step)
+        return step
 
     async def aenter(self, conversation_id: str, request_id: str, *, wait_seconds: float | None = None) -> Admission:
         """The async form of :meth:`enter` (waits with ``asyncio.sleep``)."""
+        attempts = self._attempts(conversation_id, request_id, wait_seconds)
+        while isinstance(step := next(attempts), float):
+            await asyncio.sleep(step)
+        return step
+
+    def _attempts(
+        self, conversation_id: str, request_id: str, wait_seconds: float | None
+    ) -> Iterator[Admission | float]:
+        """Look until admitted: yields the admission, or how long to pause before looking again."""
         self._check(conversation_id, request_id)
         deadline = time.monotonic() + (self.wait_seconds if wait_seconds is None else wait_seconds)
         while True:
             step = self._step(conversation_id, request_id)
             if isinstance(step, Admission):
-                return step
+                yield step
+                return
             if isinstance(step, _Wait):
                 if time.monotonic() >= deadline:
                     raise self._busy(conversation_id, request_id, step)
-                await asyncio.sleep(self._pause(step, deadline))
+                yield self._pause(step, deadline)
 
     def _pause(self, wait: _Wait, deadline: float) -> float:
         pause = self.poll_seconds
