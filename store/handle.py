@@ -431,6 +431,42 @@ class Store:
         decode = self.codec.decode
         return [loads(decode(conversation_id, p))["message"] for p in payloads]
 
+    def versioned_messages(
+        self, conversation_id: str, after: int = 0, as_of: int | None = None, *, newest: int | None = None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """``(version, message)`` for the messages with ``after < version <= as_of``, in order;
+        with ``newest``, only the newest that many of them.
+
+        A tail read costs what its rows cost: history windows read a long conversation from
+        its end with it.
+        """
+        self._head(conversation_id)
+        return self._versioned(conversation_id, after, as_of, newest)
+
+    def message_ends(
+        self, conversation_id: str, first: int, newest: int, as_of: int | None = None
+    ) -> tuple[int, list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+        """The conversation's version, its messages among versions ``1..first``, and its newest messages.
+
+        One ownership check and two indexed reads: what a history window needs first.
+        """
+        top = self._head(conversation_id).version
+        if as_of is not None:
+            top = min(top, as_of)
+        return (
+            top,
+            self._versioned(conversation_id, 0, min(first, top)),
+            self._versioned(conversation_id, 0, top, newest),
+        )
+
+    def _versioned(
+        self, conversation_id: str, after: int, as_of: int | None, newest: int | None = None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        rows = self.recorder.read_versioned_payloads(conversation_id, MessageAppended.TYPE, after, as_of, newest)
+        decode = self.codec.decode
+        loads = json.loads
+        return [(version, loads(decode(conversation_id, payload))["message"]) for version, payload in rows]
+
     def history(
         self, conversation_id: str, as_of: int | None = None, *, allow_pending: bool = False
     ) -> list[dict[str, Any]]:

@@ -78,3 +78,9 @@ def test_projections_benchmark_rebuilds_every_read_model(tmp_path: Path) -> None
         "rebuild:all",
     }
     assert all(cells[1] == "2,000" for cells in phases.values())
+
+
+def test_windows_benchmark_prints_every_window_and_the_full_load() -> None:
+    out = bench("windows.py", "--messages", "2000", "--window", "20", "50", "--rounds", "2")
+    rows = [line.split("|")[1].strip() for line in out.splitlines() if re.match(r"^\| (window|full)", line)]
+    assert rows == ["window of 20 messages", "window of 50 messages", "full history load (2,000 messages)"]

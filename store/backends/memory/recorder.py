@@ -113,6 +113,18 @@ class MemoryRecorder:
                 if r.type == type_name and (upto is None or r.version <= upto)
             ]
 
+    def read_versioned_payloads(
+        self, stream_id: str, type_name: str, after: int = 0, upto: int | None = None, newest: int | None = None
+    ) -> list[tuple[int, str]]:
+        with self._lock:
+            stream = self._streams.get(stream_id, [])
+            rows = [
+                (r.version, r.payload)
+                for r in stream[max(after, 0) :]
+                if r.type == type_name and (upto is None or r.version <= upto)
+            ]
+            return rows if newest is None else rows[max(len(rows) - newest, 0) :]
+
     def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
         with self._lock:
             out: list[Record] = []

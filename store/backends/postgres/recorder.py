@@ -682,6 +682,17 @@ class PostgresRecorder:
         )
         return [row[0] for row in rows]
 
+    def read_versioned_payloads(
+        self, stream_id: str, type_name: str, after: int = 0, upto: int | None = None, newest: int | None = None
+    ) -> list[tuple[int, str]]:
+        rows = self._query(
+            "SELECT version, payload FROM events WHERE stream_id = %s AND version > %s AND version <= %s "
+            "AND type = %s ORDER BY version DESC LIMIT %s",
+            (stream_id, after, (1 << 62) if upto is None else upto, type_name, newest),
+            "reading payloads",
+        )
+        return [(row[0], row[1]) for row in reversed(rows)]
+
     def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
         self._wait_for_horizon()
         params = {"after": after, "limit": limit, "tenant": tenant}

@@ -479,6 +479,18 @@ class SQLiteRecorder:
         )
         return [row[0] for row in rows]
 
+    def read_versioned_payloads(
+        self, stream_id: str, type_name: str, after: int = 0, upto: int | None = None, newest: int | None = None
+    ) -> list[tuple[int, str]]:
+        rows = self._query(
+            "SELECT version, payload FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = ?) "
+            "AND version > ? AND version <= ? AND type = (SELECT code FROM event_types WHERE name = ?) "
+            "ORDER BY version DESC LIMIT ?",
+            (stream_id, after, (1 << 62) if upto is None else upto, type_name, -1 if newest is None else newest),
+        )
+        rows.reverse()
+        return rows
+
     def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
         where = "e.position > ?" if tenant is None else "e.position > ? AND s.tenant = ?"
         params: tuple[Any, ...] = (after,) if tenant is None else (after, tenant)
