@@ -32,6 +32,15 @@ def register(sub: Any) -> None:
     p.add_argument("--as-of", type=int, default=None, help="show the conversation as of this version")
     p.add_argument("--format", choices=["text", "openai", "json"], default="text", help="output format")
     p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="show only the window a model would get within this many tokens (estimated)",
+    )
+    p.add_argument("--window-messages", type=int, default=None, metavar="N", help="window of at most N messages")
+    p.add_argument("--keep-first-user", action="store_true", help="keep the first user message in the window")
     p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser("conversations", help="list conversations (from the conversation index)")
@@ -108,7 +117,20 @@ def render_message(msg: dict[str, Any]) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     store = store_from_args(args)
     fmt = "json" if args.json else args.format
-    messages = store.messages(args.id, args.as_of)
+    if args.window is not None or args.window_messages is not None:
+        from chatledger.store.window import window
+
+        messages = window(
+            store,
+            args.id,
+            max_tokens=args.window,
+            max_messages=args.window_messages,
+            keep_first_user=args.keep_first_user,
+            as_of=args.as_of,
+            allow_pending=True,
+        ).messages
+    else:
+        messages = store.messages(args.id, args.as_of)
     if fmt == "openai":
         print(json.dumps(messages, ensure_ascii=False))
     elif fmt == "json":
