@@ -23,9 +23,10 @@ and positions are unique but not necessarily increasing in log order.
 
 **Faults.** Every psycopg error is translated at this boundary. A connection
 found dead at the first statement of a transaction or a read is replaced and
-the statement retried; a commit whose outcome is unknown (the connection died
-during ``COMMIT``) is settled by asking the server for the transaction's status
-(``pg_xact_status``), so a write is never reported failed when it landed, nor
+the statement retried; a write whose outcome is unknown (the connection died
+during ``COMMIT``) is settled, once the server process that ran it has ended, by
+looking up the event ids it wrote (never by transaction id: ids are reissued after
+a crash-restart), so a write is never reported failed when it landed, nor
 retried into a duplicate.
 """
 
@@ -102,6 +103,22 @@ def _dead(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
     return isinstance(exc, pgerrors.AdminShutdown | pgerrors.CrashShutdown)
 
 
+_Backend = tuple[int, Any]
+"""A server process: its pid and start time (a pid alone may be reused, after a restart too)."""
+
+
+def _identify(conn: psycopg.Connection[Any]) -> None:
+    """Pool hook: note which server process a new connection talks to."""
+    row = conn.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()
+    conn.chatledger_backend = tuple(row) if row else None  # type: ignore[attr-defined]
+
+
+def _backend(conn: psycopg.Connection[Any]) -> _Backend | None:
+    """The server process behind a pooled connection (None when it could not be told)."""
+    found: _Backend | None = getattr(conn, "chatledger_backend", None)
+    return found
+
+
 def split_url(url: str) -> tuple[str, dict[str, str]]:
     """Split chatledger's own query options (``pool_min``, ``pool_max``, ``timeout``, ``read_wait``)
     from a PostgreSQL URL, leaving the rest (``options=``, ``sslmode=``...) for libpq."""
@@ -131,6 +148,7 @@ class _Tx:
         self.conn = conn
         self.begun = False
         self.xid: str | None = None
+        self.backend: _Backend | None = None
         self.event_ids: list[str] = []
         self._queued: list[tuple[LiteralString, Sequence[Any]]] = []
         self._spare: list[int] = []
@@ -257,6 +275,7 @@ class _Tx:
     def commit(self) -> None:
         if not self.begun:
             return
+        self.backend = _backend(self.conn)
         with self.conn.pipeline():
             self._send_queued()
             self.conn.execute("COMMIT")
@@ -406,6 +425,7 @@ class PostgresRecorder:
             max_size=self.pool_max,
             timeout=self.timeout,
             kwargs={"autocommit": True},
+            configure=_identify,
             open=False,
             name="chatledger",
         )
@@ -550,7 +570,7 @@ class PostgresRecorder:
         sql = _append_sql(len(records))
         for attempt in range(self.pool_max + 2):
             conn = self._getconn()
-            pid, held = conn.info.backend_pid, True
+            backend, held = _backend(conn), True
             try:
                 rows = conn.execute(sql, params).fetchall()
                 # No row: the head had moved. Positions are drawn in row order, so sorted = in order.
@@ -562,7 +582,7 @@ class PostgresRecorder:
                 held = False
                 self._pool.putconn(conn)  # free the slot: settling needs a connection
                 self._pool.check()
-                landed = self._settle_lost_statement(pid, [r.event_id for r in records], exc)
+                landed = self._settle_lost_statement(backend, [r.event_id for r in records], exc)
                 if landed is not None:
                     return landed
                 if attempt > self.pool_max:
@@ -572,18 +592,47 @@ class PostgresRecorder:
                     self._pool.putconn(conn)
         raise AssertionError("unreachable")
 
-    def _settle_lost_statement(self, pid: int, event_ids: list[str], exc: psycopg.Error) -> list[int] | None:
-        """The connection died during an autocommit write: its positions if it committed, else None.
+    def _settle_lost_statement(
+        self, backend: _Backend | None, event_ids: list[str], exc: psycopg.Error
+    ) -> list[int] | None:
+        """The connection died during an autocommit write: its positions if it committed, else None."""
+        return self._settle(backend, event_ids, exc, "appending")
 
-        Once the server process that ran it has exited, the statement has committed or rolled
-        back for good, and its event ids tell which.
+    def _settle_lost_commit(self, tx: _Tx, exc: psycopg.Error) -> None:
+        """The connection died during COMMIT: return if the transaction committed, else raise.
+
+        Settled by what the transaction wrote (its event ids), never by its transaction id: after
+        a crash-restart the server hands out again the ids that never reached durable WAL, so
+        the status of a lost transaction's id may be another transaction's.
+        """
+        if not tx.event_ids:
+            _raise(exc, "committing (the outcome is unknown: read back before retrying)")
+        if self._settle(tx.backend, tx.event_ids, exc, "committing") is None:
+            raise BackendUnavailable(
+                f"the connection was lost while committing; nothing was written, retry ({_first_line(exc)})"
+            ) from exc
+
+    def _settle(
+        self, backend: _Backend | None, event_ids: list[str], exc: psycopg.Error, what: str
+    ) -> list[int] | None:
+        """Whether a write whose outcome was lost stored its events: their positions, or None.
+
+        Waits (on fresh connections, up to ``timeout``) until the server process that ran the
+        write has ended (it exited, or the server restarted): its transaction has then
+        committed or rolled back for good, and a lookup of its event ids, in a snapshot taken
+        afterwards, tells which. Still unknown after ``timeout``: BackendUnavailable.
         """
         deadline = time.monotonic() + self.timeout
         while True:
             try:
                 with self._pool.connection() as conn:
-                    alive = conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
-                    if alive is None:  # looked up after it ended, in a later snapshot
+                    alive = (
+                        backend is not None
+                        and conn.execute(
+                            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND backend_start = %s", backend
+                        ).fetchone()
+                    )
+                    if not alive:  # looked up after it ended, in a later snapshot
                         row = conn.execute(
                             "SELECT array_agg(position ORDER BY version) FROM events WHERE event_id = ANY(%s)",
                             (event_ids,),
@@ -593,37 +642,7 @@ class PostgresRecorder:
                 pass
             if time.monotonic() > deadline:
                 raise BackendUnavailable(
-                    "the connection was lost while appending and the outcome is still unknown; "
-                    "retrying an append with the same message ids is safe"
-                ) from exc
-            time.sleep(0.05)
-
-    def _settle_lost_commit(self, tx: _Tx, exc: psycopg.Error) -> None:
-        """The connection died during COMMIT: return if the transaction committed, else raise."""
-        if tx.xid is None:
-            _raise(exc, "committing (the outcome is unknown: read back before retrying)")
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                with self._pool.connection() as conn:
-                    row = conn.execute("SELECT pg_xact_status(%s::xid8)", (tx.xid,)).fetchone()
-                    status = row[0] if row else None
-                    if status is None:  # too old to know: the event ids tell
-                        found = conn.execute(
-                            "SELECT count(*) FROM events WHERE event_id = ANY(%s)", (tx.event_ids,)
-                        ).fetchone()
-                        status = "committed" if found and found[0] else "aborted"
-            except (psycopg.Error, PoolTimeout):
-                status = "unreachable"
-            if status == "committed":
-                return
-            if status == "aborted":
-                raise BackendUnavailable(
-                    f"the connection was lost while committing; nothing was written, retry ({_first_line(exc)})"
-                ) from exc
-            if time.monotonic() > deadline:
-                raise BackendUnavailable(
-                    "the connection was lost while committing and the outcome is still unknown; "
+                    f"the connection was lost while {what} and the outcome is still unknown; "
                     "retrying an append with the same message ids is safe"
                 ) from exc
             time.sleep(0.05)
