@@ -41,7 +41,7 @@ import json
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from chatledger.store.errors import PendingToolCallsError, ValidationError
 from chatledger.store.handle import Store
@@ -54,6 +54,7 @@ __all__ = [
     "TokenCounter",
     "Window",
     "estimate_tokens",
+    "fit_units",
     "heal",
     "turn_units",
     "window",
@@ -278,9 +279,6 @@ class _Budget:
             self.counter,
         )
 
-    def fits(self, tokens: int, messages: int) -> bool:
-        return (self.tokens is None or tokens <= self.tokens) and (self.messages is None or messages <= self.messages)
-
 
 def _head(
     store: Store,
@@ -339,23 +337,48 @@ def _tail(
         reached_floor = after <= floor
         if reached_floor and orphans:
             units.insert(0, orphans)  # results with no call after the floor: the rule check names them
-        kept: list[list[Versioned]] = []
-        tokens = messages = 0
-        full = False
-        for unit in reversed(units):
-            cost = sum(counter(m) for _, m in unit) if counter is not None else 0
-            if kept and not budget.fits(tokens + cost, messages + len(unit)):
-                full = True
-                break
-            kept.append(unit)
-            tokens, messages = tokens + cost, messages + len(unit)
+        cost = None if counter is None else (lambda item: counter(item[1]))
+        kept, full = fit_units(units, cost, budget.tokens, budget.messages)
         # The message bound is used up: nothing older could join, so there is no need to read it.
-        full = full or (budget.messages is not None and messages >= budget.messages and not reached_floor)
+        used = sum(len(unit) for unit in units[len(units) - kept :])
+        full = full or (budget.messages is not None and used >= budget.messages and not reached_floor)
         if full or reached_floor:
-            return [item for unit in reversed(kept) for item in unit], not full
+            return [item for unit in units[len(units) - kept :] for item in unit], not full
         start = max(floor, after - chunk)
         read = store.versioned_messages(conversation_id, start, after) + read
         after, chunk = start, chunk * 2
+
+
+T = TypeVar("T")
+
+
+def fit_units(
+    units: Sequence[Sequence[T]],
+    cost: Callable[[T], int] | None,
+    max_tokens: int | None,
+    max_messages: int | None,
+) -> tuple[int, bool]:
+    """How many of the newest ``units`` fit the bounds, and whether an older one was left out.
+
+    The one selection rule of every window, shared by the store's windows and the adapters'
+    model contexts (which group their own message types into units): whole units, newest
+    first, while both bounds hold; the newest unit always.
+
+    Args:
+        units: oldest first; each a call with its results, or one message.
+        cost: tokens of one message (None: tokens are not bounded).
+        max_tokens: the token bound for the units (None: no bound).
+        max_messages: the message bound for the units (None: no bound).
+    """
+    kept = tokens = messages = 0
+    for unit in reversed(units):
+        unit_tokens = sum(cost(m) for m in unit) if cost is not None and max_tokens is not None else 0
+        over_tokens = max_tokens is not None and tokens + unit_tokens > max_tokens
+        over_messages = max_messages is not None and messages + len(unit) > max_messages
+        if kept and (over_tokens or over_messages):
+            return kept, True
+        kept, tokens, messages = kept + 1, tokens + unit_tokens, messages + len(unit)
+    return kept, False
 
 
 def _summary_message(summary: Mapping[str, Any] | None) -> dict[str, Any]:
