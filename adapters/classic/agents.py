@@ -10,14 +10,18 @@ tool call once and records every message::
 
 What the agents get:
 
-* their histories preloaded from the log, each from its own point of view;
-* a ``process_message_before_send`` hook recording every send once, under
-  position ids (``classic:{request}:{step}``) so a retried or duplicated
-  request converges on what was recorded first (:mod:`.classic_recording`);
+* their histories preloaded from the log, each from its own point of view, in a
+  provider-valid view (:mod:`.view`);
+* ``initiate_chat`` run as one *turn* (:mod:`.turn`): every send is buffered and
+  the turn is stored as one batch, so requests running at once on a conversation
+  never interleave inside a tool-call exchange; a request already stored is
+  answered from the record;
+* a ``process_message_before_send`` hook recording every send under position ids
+  (``classic:{request}:{step}``) (:mod:`.recording`);
 * ``execute_function`` / ``a_execute_function`` going through the executor
-  (:mod:`.classic_tools`);
+  (:mod:`.tools`);
 * a store-backed model cache as the default ``initiate_chat(cache=...)``
-  (:mod:`.classic_cache`).
+  (:mod:`.cache`).
 
 ``autogen`` is imported only when one of these functions is called, so
 ``chatledger.adapters`` imports without the ``classic`` extra.
@@ -40,6 +44,8 @@ from chatledger.adapters.classic.recording import (
 )
 from chatledger.adapters.classic.recording import autogen_module as _autogen
 from chatledger.adapters.classic.tools import ExecutorMixin, ToolBinding, aexecute_through, execute_through
+from chatledger.adapters.classic.turn import arun_turn, run_turn
+from chatledger.adapters.classic.view import provider_view
 from chatledger.store import Executor, MessageAppended, Store
 from chatledger.store.messages import pending_tool_calls
 
@@ -61,19 +67,26 @@ class ChatledgerMixin(ExecutorMixin):
     """
 
     chatledger_cache: LedgerCache | None = None
+    chatledger_recorder: SendRecorder | None = None
 
     def initiate_chat(self, recipient: Any, clear_history: bool = False, **kwargs: Any) -> Any:
-        """``ConversableAgent.initiate_chat`` that keeps the stored history and caches in the store.
+        """``ConversableAgent.initiate_chat`` as one stored turn (:mod:`.turn`), cached in the store.
 
         ``clear_history=True`` would hide the stored history from the model (the log keeps it).
         """
         kwargs["cache"] = kwargs.get("cache") or self.chatledger_cache
-        return cast(Any, super()).initiate_chat(recipient, clear_history=clear_history, **kwargs)
+        chat = cast(Any, super()).initiate_chat
+        return run_turn(
+            self, recipient, kwargs.get("message"), lambda: chat(recipient, clear_history=clear_history, **kwargs)
+        )
 
     async def a_initiate_chat(self, recipient: Any, clear_history: bool = False, **kwargs: Any) -> Any:
         """The async form of :meth:`initiate_chat`."""
         kwargs["cache"] = kwargs.get("cache") or self.chatledger_cache
-        return await cast(Any, super()).a_initiate_chat(recipient, clear_history=clear_history, **kwargs)
+        chat = cast(Any, super()).a_initiate_chat
+        return await arun_turn(
+            self, recipient, kwargs.get("message"), lambda: chat(recipient, clear_history=clear_history, **kwargs)
+        )
 
 
 _CLASSES: dict[type, type] = {}
@@ -110,15 +123,26 @@ def _chatledger_class(cls: type) -> type:
 
     def initiate_chat(self: Any, recipient: Any, clear_history: bool = False, **kwargs: Any) -> Any:
         kwargs["cache"] = kwargs.get("cache") or self.chatledger_cache
-        return base.initiate_chat(self, recipient, clear_history=clear_history, **kwargs)
+        return run_turn(
+            self,
+            recipient,
+            kwargs.get("message"),
+            lambda: base.initiate_chat(self, recipient, clear_history=clear_history, **kwargs),
+        )
 
     async def a_initiate_chat(self: Any, recipient: Any, clear_history: bool = False, **kwargs: Any) -> Any:
         kwargs["cache"] = kwargs.get("cache") or self.chatledger_cache
-        return await base.a_initiate_chat(self, recipient, clear_history=clear_history, **kwargs)
+        return await arun_turn(
+            self,
+            recipient,
+            kwargs.get("message"),
+            lambda: base.a_initiate_chat(self, recipient, clear_history=clear_history, **kwargs),
+        )
 
     namespace = {
         "chatledger_tools": None,
         "chatledger_cache": None,
+        "chatledger_recorder": None,
         "execute_function": execute_function,
         "a_execute_function": a_execute_function,
         "initiate_chat": initiate_chat,
@@ -145,25 +169,49 @@ def chatledger_agent(agent: Any) -> Any:
     return agent
 
 
-
-
-def _start(
-    store: Store, conversation_id: str, request_id: str | None, metadata: Mapping[str, Any] | None
-) -> tuple[str, list[StoredSend]]:
-    """Create the conversation if needed; return the request id and the history other requests left.
-
-    Tool calls left without a result by an earlier, crashed request are closed
-    first (the executor appends a result saying so), so the model is never
-    handed an unanswered call.
-    """
+def _start(store: Store, conversation_id: str, request_id: str | None, metadata: Mapping[str, Any] | None) -> str:
+    """Create the conversation if needed; return the request id (default: ``at{version}``)."""
     store.start_conversation(conversation_id, metadata=metadata, exist_ok=True)
-    request = request_id if request_id is not None else f"at{store.version(conversation_id)}"
+    return request_id if request_id is not None else f"at{store.version(conversation_id)}"
+
+
+def _history(store: Store, conversation_id: str, request: str) -> list[StoredSend]:
+    """The provider-valid history other requests left, for a fresh agent to be preloaded with.
+
+    Tool calls left without a result by a request that crashed under an older
+    version (which stored each send on its own) are closed first (the executor
+    appends a result saying so); a history interleaved by such a version is
+    repaired in the view (:func:`.view.provider_view`), never in the log.
+    """
     history = [s for s in load_sends(store, conversation_id) if s.request != request]
     messages = [m for s in history for m in to_openai(s.message, s.role)]
     if pending_tool_calls(messages):
         Executor(store, {}).close_pending(conversation_id, "the request that made the call did not finish")
         history = [s for s in load_sends(store, conversation_id) if s.request != request]
-    return request, history
+    return provider_view(history, conversation_id)
+
+
+def _loader(
+    store: Store,
+    conversation_id: str,
+    recorder: SendRecorder,
+    clear: Callable[[], None],
+    preload: Callable[[list[StoredSend]], object],
+) -> Callable[[], None]:
+    """Load the history into the agents now, and return what reloads it when the log moved on."""
+    loaded = [-1]
+
+    def load() -> None:
+        version = store.version(conversation_id)
+        if version == loaded[0]:
+            return
+        history = _history(store, conversation_id, recorder.request_id)
+        clear()
+        preload(history)
+        loaded[0] = version
+
+    load()
+    return load
 
 
 def _bind(
@@ -175,6 +223,7 @@ def _bind(
         chatledger_agent(agent)
         agent.chatledger_tools = binding
         agent.chatledger_cache = cache
+        agent.chatledger_recorder = recorder
         recorder.attach(agent)
 
 
@@ -212,9 +261,11 @@ def chatledger_pair(
         llm_config: the assistant's ``llm_config``.
         tools: functions the assistant may call and the user proxy executes (through the executor).
         request_id: the request's idempotency key (a queue job id, an HTTP idempotency key).
-            Retries and duplicate deliveries with the same key converge on what was recorded
-            first. Default: the conversation's version when the request starts, which makes
-            concurrent duplicates converge but treats a retry after a crash as a new request.
+            A request whose turn is stored is answered from the record (no model call, no
+            tool run); duplicates running at once converge on what was recorded first.
+            Default: the conversation's version when the agents are built plus a hash of the
+            opening message, so the same prompt delivered twice is one request and two
+            different prompts sent at once are two.
         system_message: the assistant's system message (AutoGen's default when None).
         assistant_name, user_name: the agents' names, also stored as sender/recipient.
         model_client: a custom ``ModelClient`` class named in ``llm_config``; registered
@@ -230,7 +281,7 @@ def chatledger_pair(
     """
     autogen = _autogen()
 
-    request, history = _start(store, conversation_id, request_id, metadata)
+    request = _start(store, conversation_id, request_id, metadata)
     extra = {} if system_message is None else {"system_message": system_message}
     assistant = autogen.AssistantAgent(assistant_name, llm_config=llm_config, **extra)
     user_proxy = autogen.UserProxyAgent(
@@ -243,7 +294,7 @@ def chatledger_pair(
     _register_tools(tools, [assistant], user_proxy)
     if model_client is not None:
         assistant.register_model_client(model_client, **dict(model_client_kwargs or {}))
-    recorder = SendRecorder(store, conversation_id, request)
+    recorder = SendRecorder(store, conversation_id, request, named=request_id is not None)
     _bind([assistant, user_proxy], store, conversation_id, recorder, dict(executor_options or {}))
     by_name = {assistant.name: assistant, user_proxy.name: user_proxy}
 
@@ -254,7 +305,11 @@ def chatledger_pair(
         recipient = user_proxy if sender is assistant else assistant
         return sender, recipient
 
-    preload_pair(history, resolve)
+    def clear() -> None:
+        assistant.chat_messages[user_proxy].clear()
+        user_proxy.chat_messages[assistant].clear()
+
+    recorder.reload = _loader(store, conversation_id, recorder, clear, lambda sends: preload_pair(sends, resolve))
     return assistant, user_proxy
 
 
@@ -296,7 +351,7 @@ def chatledger_group_chat(
     """
     autogen = _autogen()
 
-    request, history = _start(store, conversation_id, request_id, metadata)
+    request = _start(store, conversation_id, request_id, metadata)
     llm_agents = [a for a in agents if getattr(a, "llm_config", False)]
     runner = executor or next((a for a in agents if not getattr(a, "llm_config", False)), None)
     if tools and runner is not None:
@@ -321,7 +376,9 @@ def chatledger_group_chat(
         llm_config=manager_llm_config,
         is_termination_msg=is_termination_msg or ends,
     )
-    recorder = SendRecorder(store, conversation_id, request, skip=lambda agent: agent is manager)
+    recorder = SendRecorder(
+        store, conversation_id, request, skip=lambda agent: agent is manager, named=request_id is not None
+    )
     _bind(agents, store, conversation_id, recorder, dict(executor_options or {}))
     by_name = {a.name: a for a in agents}
     fallback_user = runner or agents[0]
@@ -333,7 +390,15 @@ def chatledger_group_chat(
             speaker = fallback_llm if send.role == "assistant" else fallback_user
         return speaker
 
-    preload_group(history, manager, resolve)
+    def clear() -> None:
+        groupchat.messages.clear()
+        for agent in agents:
+            manager.chat_messages[agent].clear()
+            agent.chat_messages[manager].clear()
+
+    recorder.reload = _loader(
+        store, conversation_id, recorder, clear, lambda sends: preload_group(sends, manager, resolve)
+    )
     return manager
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "preload_group",
     "preload_pair",
     "send_message_ids",
+    "sender_views",
     "to_openai",
 ]
 
@@ -70,6 +71,8 @@ class StoredSend:
     seq: int | None = None
     version: int = 0
     message_ids: tuple[str, ...] = field(default=())
+    turn: tuple[int, int] | None = None
+    """``(first seq, number of sends)`` of the turn this send was stored with (None: stored alone)."""
 
 
 def _text(content: Any) -> Any:
@@ -165,6 +168,7 @@ def _sends(events: Iterable[Any]) -> list[StoredSend]:
         meta = first.meta or {}
         classic = meta.get("adapter") == ADAPTER
         messages = [e.message for e in group]
+        turn = meta.get("turn") if classic else None
         sends.append(
             StoredSend(
                 message=_from_openai(messages),
@@ -175,6 +179,7 @@ def _sends(events: Iterable[Any]) -> list[StoredSend]:
                 seq=meta.get("seq") if classic else None,
                 version=first.version,
                 message_ids=tuple(e.message_id for e in group),
+                turn=(int(turn[0]), int(turn[1])) if isinstance(turn, list) and len(turn) == 2 else None,
             )
         )
         group.clear()
@@ -213,7 +218,7 @@ def load_sends(store: Store, conversation_id: str) -> list[StoredSend]:
 Resolver = Callable[[StoredSend], tuple[Any, Any] | None]
 
 
-def _views(message: dict[str, Any], sender_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def sender_views(message: dict[str, Any], sender_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The message as its sender and as its recipient hold it (what send/receive append)."""
     normilize_message_to_oai = autogen_module().agentchat.conversable_agent.normilize_message_to_oai
     _, mine = normilize_message_to_oai(copy.deepcopy(message), name=sender_name, role="assistant")
@@ -232,7 +237,7 @@ def preload_pair(sends: Iterable[StoredSend], resolve: Resolver) -> int:
         if pair is None:
             continue
         sender, recipient = pair
-        mine, theirs = _views(send.message, sender.name)
+        mine, theirs = sender_views(send.message, sender.name)
         sender.chat_messages[recipient].append(mine)
         recipient.chat_messages[sender].append(theirs)
         count += 1
@@ -251,11 +256,11 @@ def preload_group(sends: Iterable[StoredSend], manager: Any, resolve: Callable[[
         speaker = resolve(send)
         if speaker is None:
             continue
-        mine, theirs = _views(send.message, speaker.name)
+        mine, theirs = sender_views(send.message, speaker.name)
         speaker.chat_messages[manager].append(mine)
         manager.chat_messages[speaker].append(theirs)
         groupchat.append(copy.deepcopy(theirs), speaker)
-        relay_out, relay_in = _views(theirs, manager.name)
+        relay_out, relay_in = sender_views(theirs, manager.name)
         for agent in groupchat.agents:
             if agent is not speaker:
                 manager.chat_messages[agent].append(copy.deepcopy(relay_out))
@@ -271,6 +276,11 @@ def _sender_role(agent: Any) -> str:
 class SendRecorder:
     """The ``process_message_before_send`` hook that records every send of one request exactly once.
 
+    Inside a turn (:meth:`begin_turn` .. :meth:`commit_turn`, what the chatledger
+    agents' ``initiate_chat`` runs) sends are buffered and stored together as one
+    batch, so no other request's messages can land between a tool call and its
+    results. Outside a turn each send is stored on its own.
+
     In replay mode it writes nothing: each send is compared with the recorded one
     at the same position and a difference raises ``ReplayDivergence``.
     """
@@ -283,13 +293,71 @@ class SendRecorder:
         *,
         skip: Callable[[Any], bool] = lambda agent: False,
         replay: Sequence[StoredSend] | None = None,
+        named: bool = True,
     ) -> None:
         self.store = store
         self.conversation_id = conversation_id
         self.request_id = request_id
+        self.reload: Callable[[], None] | None = None
+        """Brings the agents' histories up to date with the log (set by whoever preloaded them)."""
+        self._named = named
         self.seq = 0
         self._skip = skip
         self._replay = {(s.request, s.seq): s for s in replay} if replay is not None else None
+        self._turn: list[tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]] | None = None
+        self._turn_start = 0
+
+    @property
+    def replaying(self) -> bool:
+        """True when this recorder checks sends against a record instead of storing them."""
+        return self._replay is not None
+
+    @property
+    def turn_start(self) -> int:
+        """The step the current (or last) turn started at."""
+        return self._turn_start
+
+    def name_request(self, digest: str | None) -> None:
+        """Make a default request id specific to the request's opening message (once, at the first turn).
+
+        A request id given by the caller is kept as it is.
+        """
+        if not self._named and digest is not None:
+            self.request_id = f"{self.request_id}-{digest}"
+        self._named = True
+
+    def refresh(self) -> None:
+        """Bring the agents' histories up to date before a turn (turns stored since they were built)."""
+        if self.reload is not None:
+            self.reload()
+
+    def begin_turn(self) -> None:
+        """Buffer the following sends until :meth:`commit_turn` stores them as one batch."""
+        self._turn = []
+        self._turn_start = self.seq
+
+    def abort_turn(self) -> None:
+        """Drop the buffered sends (the turn failed): nothing of it is stored, a retry runs it again."""
+        self._turn = None
+        self.seq = self._turn_start
+
+    def commit_turn(self) -> None:
+        """Store the buffered sends as one atomic batch after whatever the log holds now.
+
+        Each message's meta carries ``turn = [first seq, number of sends]``, which
+        tells a duplicate of the request that the whole turn is stored.
+
+        Raises:
+            ConflictError: a duplicate of this request stored a different turn first.
+        """
+        turn, self._turn = self._turn, None
+        if not turn:
+            return
+        span = [self._turn_start, len(turn)]
+        messages = [m for msgs, _, _ in turn for m in msgs]
+        ids = [i for _, send_ids, _ in turn for i in send_ids]
+        metas = [meta | {"turn": span} for _, _, send_metas in turn for meta in send_metas]
+        self.store.append(self.conversation_id, messages, message_ids=ids, meta=metas)
 
     def attach(self, agent: Any) -> None:
         """Register the hook on an agent (every agent whose sends are part of the conversation)."""
@@ -316,6 +384,9 @@ class SendRecorder:
         base = {"adapter": ADAPTER, "sender": sender.name, "recipient": recipient.name}
         base |= {"request": self.request_id, "seq": seq}
         metas = [base | ({"part": i, "parts": len(ids)} if len(ids) > 1 else {}) for i in range(len(ids))]
+        if self._turn is not None:
+            self._turn.append((messages, ids, metas))
+            return msg
         try:
             self.store.append(self.conversation_id, messages, message_ids=ids, meta=metas)
         except ConflictError:
@@ -351,6 +422,7 @@ class SendRecorder:
                 {"sender": sender.name, "message": msg},
             )
         return recorded.message
+
 
 def ends_turn(message: Mapping[str, Any]) -> bool:
     """The default end of a request: the assistant answered without calling a tool."""

@@ -123,7 +123,6 @@ def replay_classic(
     """
     autogen = autogen_module()
 
-
     sends = [s for s in load_sends(store, conversation_id) if s.request is not None]
     firsts = {s.request: s for s in sends if s.seq == 0}
     user = user_name or next((s.sender for s in firsts.values() if s.sender), "user")

@@ -9,18 +9,43 @@ network.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from chatledger.adapters.classic.replay import chat_completion
+from chatledger.store.validity import provider_violations
 
 LLM_CONFIG = {"config_list": [{"model": "scripted", "model_client_cls": "ScriptedModelClient"}]}
 
 
+class ProviderRejected(Exception):
+    """What a provider answers to an invalid history: HTTP 400, the conversation is stuck."""
+
+
+def rendezvous(folder: str, expected: int, timeout: float = 3.0) -> None:
+    """Wait until ``expected`` callers arrived in ``folder`` (one file each), or ``timeout`` passed.
+
+    Requests that run at once all reach the model before any goes on; requests
+    that a store runs one after the other each wait out the timeout once.
+    """
+    os.makedirs(folder, exist_ok=True)
+    Path(folder, f"{os.getpid()}-{uuid.uuid4().hex}").touch()
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(folder)) < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 class ScriptedModelClient:
-    """A classic ``ModelClient``: prompt -> tool call (random id), tool result -> text answer."""
+    """A classic ``ModelClient``: prompt -> tool call (random id), tool result -> text answer.
+
+    Like a provider, it refuses a history that breaks the provider rule
+    (:class:`ProviderRejected`, OpenAI's "tool_call_ids did not have response messages").
+    With ``meet=(folder, n)`` its first answer of a request waits until ``n`` requests
+    reached the model (see :func:`rendezvous`).
+    """
 
     def __init__(
         self,
@@ -28,18 +53,28 @@ class ScriptedModelClient:
         calls_file: str | None = None,
         fail_after_tool: int = 0,
         seen: list[list[dict[str, Any]]] | None = None,
+        meet: tuple[str, int] | None = None,
     ) -> None:
         self.calls_file = calls_file
         self.fail_after_tool = fail_after_tool
         self.seen = seen
+        self.meet = meet
 
     def create(self, params: dict[str, Any]) -> Any:
         if self.calls_file:
-            with open(self.calls_file, "a") as f:
-                f.write("model\n")
+            fd = os.open(self.calls_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            try:
+                os.write(fd, b"model\n")
+            finally:
+                os.close(fd)
         if self.seen is not None:
             self.seen.append([dict(m) for m in params["messages"]])
+        found = provider_violations(params["messages"])
+        if found:
+            raise ProviderRejected(f"400 invalid history: {'; '.join(map(str, found))}")
         last = params["messages"][-1]
+        if self.meet is not None and last.get("role") != "tool":
+            rendezvous(*self.meet)
         if last.get("role") == "tool":
             if self.fail_after_tool > 0:
                 self.fail_after_tool -= 1
@@ -88,6 +123,11 @@ def async_weather_tool(effects: Path) -> Callable[..., Any]:
         return sync(city)
 
     return get_weather
+
+
+def model_calls(calls_file: Path) -> int:
+    """How many model requests a ``calls_file`` counted."""
+    return len(calls_file.read_text().splitlines()) if calls_file.exists() else 0
 
 
 def runs(effects: Path) -> list[str]:

@@ -31,6 +31,17 @@ def _wait(args: dict[str, Any]) -> None:
         time.sleep(delay)
 
 
+def _model_options(args: dict[str, Any]) -> dict[str, Any]:
+    """The scripted model's options a job asks for: a call counter, a rendezvous of requests."""
+    options: dict[str, Any] = {}
+    if args.get("calls"):
+        options["calls_file"] = args["calls"]
+    if args.get("meet"):
+        folder, expected = args["meet"]
+        options["meet"] = (str(folder), int(expected))
+    return options
+
+
 def stock(args: dict[str, Any]) -> str:
     """The broken pattern: no lease, no ledger; the worker just runs the job."""
     import autogen
@@ -59,10 +70,14 @@ def ledger(args: dict[str, Any]) -> str:
             llm_config=LLM_CONFIG,
             tools=[weather_tool(Path(args["effects"]))],
             model_client=ScriptedModelClient,
+            model_client_kwargs=_model_options(args),
             request_id=args.get("job"),
         )
         _wait(args)
-        result = user.initiate_chat(assistant, message=args["prompt"], clear_history=False, silent=True)
+        try:
+            result = user.initiate_chat(assistant, message=args["prompt"], clear_history=False, silent=True)
+        except Exception as exc:  # reported to the test, which names the failure
+            return f"error: {type(exc).__name__}: {exc}"
         return str(result.summary)
 
 

@@ -1,0 +1,60 @@
+"""Classic AutoGen pairs in several processes on one conversation: the stored history stays provider-valid.
+
+Real worker processes (``tests/classic/workers.py``) handle different requests on one
+conversation at the same moment, on SQLite and PostgreSQL, against a scripted model that,
+like a provider, refuses a history whose tool calls are not followed at once by their results.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from chatledger.store import open_store
+from chatledger.store.validity import provider_violations
+
+from ..classic.fakes import model_calls, runs
+from ..classic.test_classic_seeds import results, spawn
+
+pytest.importorskip("autogen")
+
+CITIES = ["Rome", "Oslo", "Lima"]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL several processes can open."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_simultaneous_requests_in_processes_leave_a_history_the_provider_accepts(
+    shared_url: str, tmp_path: Path
+) -> None:
+    """Different requests handled at once by separate processes store whole turns: the history obeys the
+    provider rule, each tool call runs once, each request costs its own model calls, and the next request works."""
+    common = {
+        "url": shared_url,
+        "conversation": "c1",
+        "effects": str(tmp_path / "effects"),
+        "calls": str(tmp_path / "calls"),
+        "meet": [str(tmp_path / "meet"), len(CITIES)],
+        "start_at": time.time() + 1.0,
+    }
+    procs = [spawn("ledger", prompt=f"Weather in {city}?", **common) for city in CITIES]
+    assert list(results(procs)) == [f"Forecast: sunny in {city}" for city in CITIES]
+    with open_store(shared_url) as store:
+        stored = store.messages("c1")
+    assert provider_violations(stored) == []
+    assert sorted(runs(tmp_path / "effects")) == sorted(CITIES)
+    assert sorted(m["tool_call_id"] for m in stored if m["role"] == "tool") == sorted(
+        c["id"] for m in stored for c in m.get("tool_calls") or []
+    )
+    assert model_calls(tmp_path / "calls") == 2 * len(CITIES)
+    common.pop("meet")
+    assert list(results([spawn("ledger", prompt="And Paris?", **common)])) == ["Forecast: sunny in Paris"]
+    with open_store(shared_url) as store:
+        assert provider_violations(store.messages("c1")) == []
