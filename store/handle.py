@@ -446,25 +446,40 @@ class Store:
     def message_ends(
         self, conversation_id: str, first: int, newest: int, as_of: int | None = None
     ) -> tuple[int, list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
-        """The conversation's version, its messages among versions ``1..first``, and its newest messages.
+        """A version at least that of the newest message, the messages among versions ``1..first``,
+        and the newest ``newest`` messages.
 
-        One ownership check and two indexed reads: what a history window needs first.
+        What a history window needs first, in one indexed read that also checks ownership
+        (plus the head's read when ``first`` asks for it).
+
+        Raises:
+            NotFoundError: no such conversation for this tenant.
         """
-        top = self._head(conversation_id).version
-        if as_of is not None:
-            top = min(top, as_of)
-        return (
-            top,
-            self._versioned(conversation_id, 0, min(first, top)),
-            self._versioned(conversation_id, 0, top, newest),
+        rows = self.recorder.read_versioned_payloads(
+            conversation_id, MessageAppended.TYPE, 0, as_of, newest, conversation_of=self.tenant
         )
+        if rows and as_of is None:
+            top = rows[-1][0]  # the newest message: what a window needs of the version, without a read
+        else:
+            top = self._head(conversation_id).version  # also the ownership check when nothing was read
+            top = top if as_of is None else min(top, as_of)
+        head = self._versioned(conversation_id, 0, min(first, top)) if first > 0 else []
+        return top, head, self._decoded(conversation_id, rows)
 
     def _versioned(
         self, conversation_id: str, after: int, as_of: int | None, newest: int | None = None
     ) -> list[tuple[int, dict[str, Any]]]:
         rows = self.recorder.read_versioned_payloads(conversation_id, MessageAppended.TYPE, after, as_of, newest)
-        decode = self.codec.decode
+        return self._decoded(conversation_id, rows)
+
+    def _decoded(self, conversation_id: str, rows: list[tuple[int, str]]) -> list[tuple[int, dict[str, Any]]]:
         loads = json.loads
+        if isinstance(self.codec, _PlainCodec):
+            try:
+                return [(version, loads(payload)["message"]) for version, payload in rows]
+            except ValueError:
+                pass  # an encrypted payload: the codec below names the problem
+        decode = self.codec.decode
         return [(version, loads(decode(conversation_id, payload))["message"]) for version, payload in rows]
 
     def history(

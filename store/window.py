@@ -235,14 +235,15 @@ def window(
     messages = list(head)
     if summary is not None:
         messages.append(_summary_message(summary))
-    messages.extend(heal(m) for _, m in tail)
+    messages.extend(heal(m) if "tool_calls" in m else m for _, m in tail)
     if tail and not allow_pending:
         last = tail[-1][1]
         calls = last.get("tool_calls") if last.get("role") == "assistant" else None
         if calls:
             pending = [str(c.get("id")) for c in calls if isinstance(c, Mapping)]
             raise PendingToolCallsError(conversation_id, pending)
-    check_provider_valid(messages, f"the window of {conversation_id!r}", allow_pending_tail=allow_pending)
+    if any("tool_calls" in m or m.get("role") == "tool" for m in messages):  # else valid by construction
+        check_provider_valid(messages, f"the window of {conversation_id!r}", allow_pending_tail=allow_pending)
     tokens = sum(counter(m) for m in messages) if max_tokens is not None else None
     return Window(messages, tokens, len(head), tail[0][0] if tail else 0, summary)
 

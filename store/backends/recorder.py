@@ -149,11 +149,18 @@ class Recorder(Protocol):
         """The raw payloads of one event type in a stream, in version order (fast path for history)."""
 
     def read_versioned_payloads(
-        self, stream_id: str, type_name: str, after: int = 0, upto: int | None = None, newest: int | None = None
+        self,
+        stream_id: str,
+        type_name: str,
+        after: int = 0,
+        upto: int | None = None,
+        newest: int | None = None,
+        conversation_of: str | None = None,
     ) -> list[tuple[int, str]]:
         """``(version, payload)`` of one event type in a stream, ``after < version <= upto``, in
         version order; with ``newest``, only the newest that many (a tail read, which costs what
-        its rows cost, not what the stream costs)."""
+        its rows cost, not what the stream costs). With ``conversation_of`` (a tenant), nothing
+        unless the stream is a conversation of that tenant: the ownership check in the same read."""
 
     def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
         """The global log after position ``after`` (exclusive), in commit-safe order."""

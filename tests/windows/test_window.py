@@ -232,3 +232,17 @@ def test_a_window_reads_from_the_tail(make_store: Callable[..., Store]) -> None:
     shown = window(store, conv, max_messages=4, chunk=2)
     assert shown.messages == [user("q28"), answer("a28"), user("q29"), answer("a29")]
     assert shown.first_version == store.version(conv) - 3
+
+
+def test_another_tenants_conversation_has_no_window(make_store: Callable[..., Store]) -> None:
+    """A window is read only for the store's own tenant: another tenant's id is NotFoundError, like a missing one."""
+    from chatledger.store import NotFoundError
+
+    mine, theirs = make_store("a"), make_store("b")
+    conv = mine.start_conversation()
+    mine.append(conv, [user("secret plans")])
+    with pytest.raises(NotFoundError):
+        window(theirs, conv, max_messages=5)
+    with pytest.raises(NotFoundError):
+        window(theirs, "no-such-conversation", max_messages=5)
+    assert window(mine, conv, max_messages=5).messages == [user("secret plans")]

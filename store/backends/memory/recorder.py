@@ -114,10 +114,20 @@ class MemoryRecorder:
             ]
 
     def read_versioned_payloads(
-        self, stream_id: str, type_name: str, after: int = 0, upto: int | None = None, newest: int | None = None
+        self,
+        stream_id: str,
+        type_name: str,
+        after: int = 0,
+        upto: int | None = None,
+        newest: int | None = None,
+        conversation_of: str | None = None,
     ) -> list[tuple[int, str]]:
         with self._lock:
             stream = self._streams.get(stream_id, [])
+            if conversation_of is not None:
+                head = self._heads.get(stream_id)
+                if head is None or head.tenant != conversation_of or head.kind != "conversation":
+                    return []
             rows = [
                 (r.version, r.payload)
                 for r in stream[max(after, 0) :]

@@ -702,14 +702,23 @@ class PostgresRecorder:
         return [row[0] for row in rows]
 
     def read_versioned_payloads(
-        self, stream_id: str, type_name: str, after: int = 0, upto: int | None = None, newest: int | None = None
+        self,
+        stream_id: str,
+        type_name: str,
+        after: int = 0,
+        upto: int | None = None,
+        newest: int | None = None,
+        conversation_of: str | None = None,
     ) -> list[tuple[int, str]]:
-        rows = self._query(
-            "SELECT version, payload FROM events WHERE stream_id = %s AND version > %s AND version <= %s "
-            "AND type = %s ORDER BY version DESC LIMIT %s",
-            (stream_id, after, (1 << 62) if upto is None else upto, type_name, newest),
-            "reading payloads",
+        sql: LiteralString = (
+            "SELECT version, payload FROM events WHERE stream_id = %s AND version > %s AND version <= %s AND type = %s"
         )
+        params: list[Any] = [stream_id, after, (1 << 62) if upto is None else upto, type_name]
+        if conversation_of is not None:
+            sql += " AND EXISTS (SELECT 1 FROM streams WHERE stream_id = %s AND tenant = %s AND kind = 'conversation')"
+            params += [stream_id, conversation_of]
+        sql += " ORDER BY version DESC LIMIT %s"
+        rows = self._query(sql, (*params, newest), "reading payloads")
         return [(row[0], row[1]) for row in reversed(rows)]
 
     def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:

@@ -480,13 +480,27 @@ class SQLiteRecorder:
         return [row[0] for row in rows]
 
     def read_versioned_payloads(
-        self, stream_id: str, type_name: str, after: int = 0, upto: int | None = None, newest: int | None = None
+        self,
+        stream_id: str,
+        type_name: str,
+        after: int = 0,
+        upto: int | None = None,
+        newest: int | None = None,
+        conversation_of: str | None = None,
     ) -> list[tuple[int, str]]:
+        owner = "" if conversation_of is None else " AND tenant = ? AND kind = 'conversation'"
         rows = self._query(
-            "SELECT version, payload FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = ?) "
+            f"SELECT version, payload FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = ?{owner}) "
             "AND version > ? AND version <= ? AND type = (SELECT code FROM event_types WHERE name = ?) "
             "ORDER BY version DESC LIMIT ?",
-            (stream_id, after, (1 << 62) if upto is None else upto, type_name, -1 if newest is None else newest),
+            (
+                stream_id,
+                *(() if conversation_of is None else (conversation_of,)),
+                after,
+                (1 << 62) if upto is None else upto,
+                type_name,
+                -1 if newest is None else newest,
+            ),
         )
         rows.reverse()
         return rows
