@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
-from chatledger.store import ConflictError, Store, ValidationError
+from chatledger.store import ConflictError, ErasedError, Store, ValidationError
 
 __all__ = ["ImportResult", "export_conversation", "export_jsonl", "import_jsonl", "import_record"]
 
@@ -99,9 +99,13 @@ def export_conversation(store: Store, conversation_id: str) -> dict[str, Any]:
 
 
 def export_jsonl(store: Store, conversation_ids: Iterable[str], out: IO[str]) -> int:
-    """Write conversations as JSONL; returns how many were written."""
+    """Write conversations as JSONL; returns how many were written (erased conversations are skipped)."""
     count = 0
     for conv in conversation_ids:
-        out.write(json.dumps(export_conversation(store, conv), ensure_ascii=False) + "\n")
+        try:
+            record = export_conversation(store, conv)
+        except ErasedError:
+            continue
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
         count += 1
     return count

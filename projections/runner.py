@@ -41,7 +41,7 @@ from chatledger.projections.tables import BatchFold, Payload, Projection, Tables
 from chatledger.projections.tracking import ProjectionState, ReadModels
 from chatledger.store import NotFoundError, Store, ValidationError
 from chatledger.store.backends.recorder import Record
-from chatledger.store.errors import ErasedError
+from chatledger.store.errors import EncryptedPayloadError, ErasedError
 from chatledger.store.events import event_class
 from chatledger.store.handle import _PlainCodec
 
@@ -299,7 +299,7 @@ def _fold_events(store: Store, records: Sequence[Record], wants: Sequence[tuple[
                 if event is None:
                     try:
                         event = decode(record)
-                    except ErasedError:  # unreadable for good: nothing to fold
+                    except (ErasedError, EncryptedPayloadError):  # unreadable here: nothing to fold
                         break
                 p.apply(t, event)
 
@@ -362,7 +362,7 @@ def _parse(store: Store, page: Page, at: Sequence[int]) -> list[Payload | None]:
     for i, stored in zip(at, texts, strict=True):
         try:
             text = decode(conversations[i], stored.decode() if isinstance(stored, bytes) else stored)
-        except ErasedError:
+        except (ErasedError, EncryptedPayloadError):  # erased, or encrypted and this process has no key
             out.append(None)
             continue
         try:

@@ -15,7 +15,9 @@ __all__ = [
     "ConcurrencyError",
     "ConflictError",
     "ConversationBusy",
+    "EncryptedPayloadError",
     "ErasedError",
+    "ErasureNotCertain",
     "IntegrityError",
     "InvalidHistoryError",
     "LeaseLost",
@@ -37,6 +39,18 @@ class ValidationError(ChatledgerError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
+
+
+class EncryptedPayloadError(ValidationError):
+    """Raised when a store without the master key meets an encrypted payload or conversation (read or append)."""
+
+    def __init__(self, conversation_id: str, doing: str = "reading") -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            "encryption",
+            f"conversation {conversation_id!r} is encrypted: {doing} it needs the store opened with its "
+            "master key (CHATLEDGER_MASTER_KEY); nothing was written",
+        )
 
 
 class ConflictError(ChatledgerError):
@@ -108,6 +122,20 @@ class ReplayDivergence(ChatledgerError):
         self.actual = actual
         super().__init__(
             f"replay of {conversation_id!r} diverged at position {position}: recorded {expected!r}, new run {actual!r}"
+        )
+
+
+class ErasureNotCertain(ChatledgerError):
+    """Raised when a data key is destroyed (the conversation is unreadable through chatledger) but copies
+    of the key's bytes may still be in the store's files, because another connection still needs them."""
+
+    def __init__(self, conversation_id: str, reason: str) -> None:
+        self.conversation_id = conversation_id
+        self.reason = reason
+        super().__init__(
+            f"conversation {conversation_id!r} is erased (its data key is destroyed and it reads as erased), "
+            f"but the key's bytes may still be recoverable from the store's files: {reason}; "
+            "call chatledger.store.integrity.crypto.purge(store) (or erase again) once that is over"
         )
 
 

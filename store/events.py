@@ -24,6 +24,7 @@ from chatledger.store.errors import ValidationError
 
 __all__ = [
     "ConversationStarted",
+    "ErasedEvent",
     "Event",
     "MessageAppended",
     "ModelResponseRecorded",
@@ -210,6 +211,19 @@ class ModelResponseRecorded(Event):
 
     key: str
     response: dict[str, Any]
+
+
+class ErasedEvent(Event):
+    """An event of an erased conversation, as tenant-wide reads hand it out: its envelope, no payload.
+
+    Never stored (and so not registered): :meth:`chatledger.store.Store.read_all`, ``iter_all``,
+    subscriptions and the tool audit return it in place of an event whose data key was destroyed,
+    so that one erasure never stops a reader of the whole log. ``erased_type`` is the stored type.
+    """
+
+    TYPE: ClassVar[str] = "erased"
+
+    erased_type: str
 
 
 def dumps(payload: dict[str, Any]) -> str:

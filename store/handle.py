@@ -19,8 +19,15 @@ from json import encoder as json_encoder
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chatledger.store.backends.recorder import Record, Recorder, StreamHead, WriteTransaction
-from chatledger.store.errors import ConflictError, NotFoundError, PendingToolCallsError, ValidationError
-from chatledger.store.events import ConversationStarted, Event, MessageAppended, event_class
+from chatledger.store.errors import (
+    ConflictError,
+    EncryptedPayloadError,
+    ErasedError,
+    NotFoundError,
+    PendingToolCallsError,
+    ValidationError,
+)
+from chatledger.store.events import ConversationStarted, ErasedEvent, Event, MessageAppended, event_class
 from chatledger.store.integrity.redaction import Redactor
 from chatledger.store.integrity.verify import Kept, Progress, VerifyReport, verify
 from chatledger.store.messages import pending_tool_calls, validate_message
@@ -89,9 +96,7 @@ class _PlainCodec:
 
     def decode(self, conversation_id: str, stored: str) -> str:
         if stored.startswith("enc:"):
-            raise ValidationError(
-                "encryption", "this payload is encrypted: open the store with its master key (CHATLEDGER_MASTER_KEY)"
-            )
+            raise EncryptedPayloadError(conversation_id)
         return stored
 
 
@@ -305,10 +310,25 @@ class Store:
     def _payload_of(self, record: Record) -> Any:
         return json.loads(self.codec.decode(record.conversation_id, record.payload))
 
-    def decode(self, record: Record) -> Event:
-        """Turn a stored record into its event (upcasting old schema versions)."""
+    def decode(self, record: Record, *, erased_marker: bool = False) -> Event:
+        """Turn a stored record into its event (upcasting old schema versions).
+
+        Args:
+            record: a stored record of this store's tenant.
+            erased_marker: return an :class:`~chatledger.store.events.ErasedEvent` for an event
+                of an erased conversation instead of raising (what readers of the whole log want).
+
+        Raises:
+            ErasedError: the conversation was erased (unless ``erased_marker``).
+            EncryptedPayloadError: the payload is encrypted and this store has no master key.
+        """
         cls = event_class(record.type)
-        payload = self._payload_of(record)
+        try:
+            payload = self._payload_of(record)
+        except ErasedError:
+            if not erased_marker:
+                raise
+            return _erased(record)
         if record.schema_version < cls.SCHEMA_VERSION:
             payload = cls.upcast(payload, record.schema_version)
         if cls.KEY_FIELD is not None and cls.KEY_FIELD not in payload:
@@ -396,13 +416,16 @@ class Store:
         return [self.decode(r) for r in self.recorder.read_stream(stream_id, after, limit) if r.tenant == self.tenant]
 
     def read_all(self, after: int = 0, limit: int | None = None) -> list[Event]:
-        """This tenant's events in global order, after position ``after``."""
-        return [self.decode(r) for r in self.recorder.read_all(after, limit, self.tenant)]
+        """This tenant's events in global order, after position ``after``.
+
+        An erased conversation's events come as :class:`~chatledger.store.events.ErasedEvent` markers.
+        """
+        return [self.decode(r, erased_marker=True) for r in self.recorder.read_all(after, limit, self.tenant)]
 
     def iter_all(self, after: int = 0, batch: int = 1000) -> Iterator[Event]:
-        """Stream this tenant's whole log in global order without loading it into memory."""
+        """Stream this tenant's whole log in global order without loading it into memory (erased: markers)."""
         for record in self.recorder.iter_all(after, batch, self.tenant):
-            yield self.decode(record)
+            yield self.decode(record, erased_marker=True)
 
     def last_position(self) -> int:
         """The global position of the newest event in the log."""
@@ -508,6 +531,19 @@ def _info(head: StreamHead) -> ConversationInfo:
         head.created_at,
         head.updated_at,
         json.loads(head.metadata) if head.metadata else {},
+    )
+
+
+def _erased(record: Record) -> ErasedEvent:
+    return ErasedEvent(
+        event_id=record.event_id,
+        conversation_id=record.conversation_id,
+        stream_id=record.stream_id,
+        version=record.version,
+        position=record.position,
+        recorded_at=record.recorded_at,  # type: ignore[arg-type]  # pydantic parses the ISO text
+        tenant=record.tenant,
+        erased_type=record.type,
     )
 
 

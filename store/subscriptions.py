@@ -411,7 +411,7 @@ class Subscription:
                 records = self.store.recorder.read_all(position, self.batch, tenant)
                 for record in records:
                     try:
-                        self.handler(self.store.decode(record))
+                        self.handler(self.store.decode(record, erased_marker=True))
                     except Exception as exc:
                         error = f"{type(exc).__name__}: {exc}"
                         tracking.stop(tenant, self.name, me, record.position, error)

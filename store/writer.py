@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 from pydantic.fields import FieldInfo
 
 from chatledger.store.backends.recorder import CALL_SEPARATOR, NewRecord, Record, StreamHead, WriteTransaction
-from chatledger.store.errors import ConcurrencyError, ConflictError, NotFoundError, ValidationError
+from chatledger.store.errors import (
+    ConcurrencyError,
+    ConflictError,
+    EncryptedPayloadError,
+    ErasedError,
+    NotFoundError,
+    ValidationError,
+)
 from chatledger.store.events import Event, event_class
 from chatledger.store.integrity.chain import GENESIS, chain_hash
 
@@ -30,6 +37,8 @@ if TYPE_CHECKING:
     from chatledger.store.handle import Store
 
 __all__ = [
+    "ENCRYPTED",
+    "ERASED",
     "FORBIDDEN_IN_IDS",
     "MAX_ID_LENGTH",
     "UNCHANGED",
@@ -166,10 +175,15 @@ class Writer:
         Raises:
             NotFoundError: the stream belongs to another tenant's conversation.
         """
+        encrypts = bool(getattr(self._store.codec, "encrypts", False))
         if stream_id != conversation_id:
             owner = self._tx.head(conversation_id)
             if owner is not None and owner.tenant != self._store.tenant:
                 raise NotFoundError(f"conversation {conversation_id!r} does not exist")
+            if owner is not None:
+                _check_sealed(owner, encrypts)
+        elif kind == "conversation" and status is None and encrypts:
+            status = ENCRYPTED  # in clear on the head: a keyless writer refuses to add plaintext
         now = now_iso()
         head = StreamHead(
             stream_id,
@@ -187,6 +201,20 @@ class Writer:
         self._tx.create_stream(head)
         self._heads[stream_id] = head
         return head
+
+    def mark(self, conversation_id: str, status: str) -> None:
+        """Set a conversation head's status (:data:`ERASED` when it is erased), in this transaction.
+
+        Raises:
+            NotFoundError: no such conversation for this tenant.
+        """
+        head = self.head(conversation_id)
+        if head is None or head.kind != "conversation":
+            raise NotFoundError(f"conversation {conversation_id!r} does not exist")
+        if head.status != status:
+            moved = head._replace(status=status)
+            self._tx.update_head(moved)
+            self._heads[conversation_id] = moved
 
     def append(
         self,
@@ -216,6 +244,8 @@ class Writer:
         if head is None:
             raise NotFoundError(f"conversation {_conversation_of(stream_id)!r} does not exist")
         conv = head.conversation_id
+        if head.status is not None and head.kind == "conversation":
+            _check_sealed(head, bool(getattr(store.codec, "encrypts", False)))
         encode = store._encode_payload
         specs, stored, encoded, keys = [], [], [], []
         for draft in drafts:
@@ -491,6 +521,25 @@ def _built(cls: type[Event], spec: _Spec, values: dict[str, Any]) -> Event:
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event
+
+
+ENCRYPTED = "encrypted"
+"""A conversation head's status once its events are encrypted (set at creation by a keyed writer)."""
+ERASED = "erased"
+"""A conversation head's status once it was erased."""
+
+
+def _check_sealed(head: StreamHead, encrypts: bool) -> None:
+    """Refuse a write to an erased conversation, and a keyless write to an encrypted one.
+
+    Raises:
+        ErasedError: the conversation was erased.
+        EncryptedPayloadError: it is encrypted and this store has no master key.
+    """
+    if head.status == ERASED:
+        raise ErasedError(head.conversation_id)
+    if head.status == ENCRYPTED and not encrypts:
+        raise EncryptedPayloadError(head.conversation_id, "writing to")
 
 
 def _conversation_of(stream_id: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from chatledger.adapters.cli.main import store_from_args
 from chatledger.adapters.cli.render import print_json, print_table, progress
-from chatledger.store.errors import ValidationError
+from chatledger.store.errors import ErasureNotCertain, ValidationError
 from chatledger.store.integrity.crypto import erase
 from chatledger.store.integrity.verify import heads, verify
 
@@ -108,13 +108,22 @@ def read_kept(path: str) -> list[tuple[str, str, int]]:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    """Erase one conversation; exit 3 when its key is destroyed but a copy may remain in a file for now."""
     store = store_from_args(args)
     if not args.yes:
         print("chatledger: error: erase cannot be undone; pass --yes to confirm")
         return 2
-    destroyed = erase(store, args.id)
+    try:
+        destroyed = erase(store, args.id)
+    except ErasureNotCertain as exc:
+        # The key is destroyed; only the purge of its old bytes is pending: exit 3, not 1.
+        if args.json:
+            print_json({"id": args.id, "erased": True, "certain": False, "reason": exc.reason})
+        else:
+            print(f"erased {args.id}, not yet certain: {exc.reason}; run `chatledger erase {args.id} --yes` again")
+        return 3
     if args.json:
-        print_json({"id": args.id, "erased": True, "key_destroyed": destroyed})
+        print_json({"id": args.id, "erased": True, "key_destroyed": destroyed, "certain": True})
     else:
         print(f"erased {args.id}" + ("" if destroyed else " (it had no data key)"))
     return 0

@@ -305,7 +305,18 @@ class SQLiteReadModels:
                     [name, version, now_iso()],
                 )
             self._create(db, tables)
+        if fresh and self.erasable():
+            self._purge_wal()
         return fresh
+
+    def _purge_wal(self) -> None:
+        """Copy the WAL into the file and truncate it: the dropped tables' old pages leave the -wal.
+
+        Dropping zeroed their pages in the file's new version; the WAL still holds their old
+        versions until a checkpoint. A reader of an older snapshot defers that (the busy
+        timeout bounds the wait); the next rebuild or ``purge`` finishes it.
+        """
+        self._db().conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     def states(self) -> list[ProjectionState]:
         """Every projection's tracking row."""

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from chatledger.store.errors import ErasedError, IntegrityError, ValidationError
+from chatledger.store.errors import ErasedError, ErasureNotCertain, IntegrityError, ValidationError
 from chatledger.store.integrity.keystore import KeyStore
+from chatledger.store.writer import ERASED
 
 if TYPE_CHECKING:
     from chatledger.store.handle import Store
@@ -46,9 +47,12 @@ __all__ = [
     "is_erased",
     "master_key_from_env",
     "parse_master_key",
+    "purge",
 ]
 
 MASTER_KEY_ENV = "CHATLEDGER_MASTER_KEY"
+DEFAULT_WAIT = 5.0
+"""Seconds an erasure waits for other connections that still see a destroyed key."""
 PREFIX = "enc:v1:"
 _NONCE = 12
 
@@ -91,6 +95,9 @@ class EncryptingCodec:
     Unwrapped data keys are cached for ``cache_seconds``; :func:`erase` clears this handle's
     cache at once, other open handles stop reading the conversation when their cache expires.
     """
+
+    encrypts = True
+    """Read by the writer: conversations this codec starts are marked encrypted on their head."""
 
     def __init__(self, master_key: bytes, keys: KeyStore, *, cache_seconds: float = 30.0) -> None:
         self._master = AESGCM(parse_master_key(master_key, "master_key"))
@@ -170,8 +177,13 @@ def _codec(store: Store) -> EncryptingCodec:
     return codec
 
 
-def erase(store: Store, conversation_id: str) -> bool:
+def erase(store: Store, conversation_id: str, *, wait: float = DEFAULT_WAIT) -> bool:
     """Destroy a conversation's data key: its events stay (and verify) but can never be read again.
+
+    The conversation is marked erased first (no writer adds to it from then on), then its
+    wrapped key is destroyed and every copy of the key's bytes is purged from the store's
+    files (see :func:`purge`); ``wait`` bounds how long the purge waits for other
+    connections that still see the key.
 
     Returns:
         True when a key was destroyed; False when there was none (already erased, or the
@@ -180,18 +192,55 @@ def erase(store: Store, conversation_id: str) -> bool:
     Raises:
         NotFoundError: no such conversation for this store's tenant.
         ValidationError: the store is not encrypted.
+        ErasureNotCertain: the key is destroyed, but a copy of its bytes may remain in a file
+            until another connection lets go of it; call :func:`purge` later.
     """
     codec = _codec(store)
     store.conversation(conversation_id)
+    destroyed = _destroy(store, codec, conversation_id)
+    _purge(codec, conversation_id, wait)
+    return destroyed
+
+
+def _destroy(store: Store, codec: EncryptingCodec, conversation_id: str) -> bool:
+    with store.transaction() as w:
+        w.mark(conversation_id, ERASED)  # first: from now on no writer adds to it
     destroyed = codec.keys.delete(conversation_id)
     codec.forget(conversation_id)
     return destroyed
 
 
-def erase_tenant(store: Store) -> int:
-    """Erase every conversation of the store's tenant; returns how many keys were destroyed."""
-    _codec(store)
-    return sum(erase(store, info.conversation_id) for info in store.conversations())
+def _purge(codec: EncryptingCodec, conversation_id: str, wait: float) -> None:
+    reason = codec.keys.purge(wait)
+    if reason is not None:
+        raise ErasureNotCertain(conversation_id, reason)
+
+
+def purge(store: Store, *, wait: float = DEFAULT_WAIT) -> None:
+    """Finish erasures: remove every copy of destroyed keys' bytes from the files the store writes.
+
+    SQLite: checkpoint the WAL into the database file and truncate it (the key's row was
+    overwritten with ``secure_delete``). PostgreSQL: once no transaction's snapshot predates
+    the erasure, rewrite the key table (``VACUUM FULL``), so no dead tuple keeps the key.
+
+    Raises:
+        ErasureNotCertain: another connection still holds what it needs within ``wait`` seconds.
+    """
+    reason = _codec(store).keys.purge(wait)
+    if reason is not None:
+        raise ErasureNotCertain("(every erased conversation)", reason)
+
+
+def erase_tenant(store: Store, *, wait: float = DEFAULT_WAIT) -> int:
+    """Erase every conversation of the store's tenant (one purge at the end); returns how many keys were destroyed.
+
+    Raises:
+        ErasureNotCertain: as :func:`erase`, once for all of them.
+    """
+    codec = _codec(store)
+    destroyed = sum(_destroy(store, codec, info.conversation_id) for info in store.conversations())
+    _purge(codec, f"(every conversation of tenant {store.tenant})", wait)
+    return destroyed
 
 
 def is_erased(store: Store, conversation_id: str) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import weakref
 from typing import Any, Protocol
 
@@ -42,6 +43,14 @@ class KeyStore(Protocol):
 
     def delete(self, conversation_id: str) -> bool:
         """Destroy a conversation's key for good; True when there was one."""
+
+    def purge(self, wait: float) -> str | None:
+        """Remove every copy of destroyed keys' bytes from the backend's files, waiting up to ``wait`` s.
+
+        Returns:
+            None when no file the store writes holds a destroyed key any more; otherwise why
+            that is not certain yet (another connection still needs the old bytes).
+        """
 
 
 class MemoryKeyStore:
@@ -71,6 +80,9 @@ class MemoryKeyStore:
             self._erased.add(conversation_id)
             return self._keys.pop(conversation_id, None) is not None
 
+    def purge(self, wait: float) -> str | None:
+        return None
+
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS data_keys (
@@ -93,6 +105,8 @@ class SQLiteKeyStore:
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection = self._recorder.connection
+        # Zero what a delete or a page rebalance frees in the key table (a per-connection setting).
+        conn.execute("PRAGMA secure_delete = ON")
         if not self._ready:
             try:
                 conn.execute(_SQLITE_SCHEMA)
@@ -137,17 +151,39 @@ class SQLiteKeyStore:
         conn = self._conn()
         had = self.get(conversation_id) is not None
         try:
-            conn.execute("PRAGMA secure_delete = ON")
             conn.execute(
                 "INSERT INTO data_keys (conversation_id, wrapped) VALUES (?, NULL) "
                 "ON CONFLICT (conversation_id) DO UPDATE SET wrapped = NULL",
                 (conversation_id,),
             )
-            if not conn.in_transaction:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"deleting a data key: SQLite said {exc}") from exc
         return had
+
+    def purge(self, wait: float) -> str | None:
+        """Checkpoint the WAL into the file and truncate it: the key's old page versions leave the -wal.
+
+        A connection reading an older snapshot still needs those frames, so the checkpoint waits
+        for it (up to ``wait``) and otherwise reports that it could not finish.
+        """
+        conn = self._conn()
+        if conn.in_transaction:
+            return "this thread's write transaction is still open"
+        try:
+            timeout = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+            conn.execute(f"PRAGMA busy_timeout = {max(0, int(wait * 1000))}")
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {timeout}")
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"checkpointing after erasing a data key: SQLite said {exc}") from exc
+        if busy:
+            return (
+                f"another connection to {self._recorder.path} holds a read snapshot (or a write), so the "
+                "key's old page versions stay in its -wal file until it ends"
+            )
+        return None
 
 
 _PG_SCHEMA = """
@@ -169,6 +205,7 @@ class PostgresKeyStore:
     def __init__(self, recorder: Any) -> None:
         self._recorder = recorder
         self._ready = False
+        self._erased_in: list[str] = []  # transactions that destroyed keys not yet purged
 
     def _execute(self, sql: str, params: tuple[Any, ...], *, fetch: bool = False) -> list[Any]:
         with self._recorder.connection() as conn:
@@ -202,13 +239,53 @@ class PostgresKeyStore:
 
     def delete(self, conversation_id: str) -> bool:
         had = self.get(conversation_id) is not None
-        self._execute(
+        (row,) = self._execute(
             "INSERT INTO data_keys (conversation_id, wrapped) VALUES (%s, NULL) "
-            "ON CONFLICT (conversation_id) DO UPDATE SET wrapped = NULL",
+            "ON CONFLICT (conversation_id) DO UPDATE SET wrapped = NULL RETURNING pg_current_xact_id()::xid::text",
             (conversation_id,),
+            fetch=True,
         )
+        self._erased_in.append(str(row[0]))
         return had
 
+    def purge(self, wait: float) -> str | None:
+        """Rewrite the key table (``VACUUM FULL``) once no snapshot can still see a destroyed key.
+
+        The old row version of a destroyed key stays in the table's file as a dead tuple until
+        it is vacuumed, and a plain VACUUM only marks its space free. A transaction whose
+        snapshot is older than the erasure keeps that version alive (VACUUM FULL copies it),
+        so this waits, up to ``wait``, for every such snapshot in the database to end.
+        """
+        deadline = time.monotonic() + wait
+        xids = list(self._erased_in)
+        while xids:
+            blocking = self._execute(_OLDER_SNAPSHOTS, (xids[-1], xids[-1], xids[-1]), fetch=True)[0][0]
+            if not blocking:
+                break
+            if time.monotonic() >= deadline:
+                return (
+                    f"{blocking} transaction(s) or replication slot(s) of the database hold a snapshot from "
+                    "before the erasure, so the key's old row version cannot be removed yet"
+                )
+            time.sleep(0.05)
+        millis = max(1, int((deadline - time.monotonic()) * 1000))
+        try:
+            with self._recorder.autocommit() as conn:
+                conn.execute(f"SET lock_timeout = {millis}")
+                conn.execute("VACUUM FULL data_keys")
+                conn.execute("RESET lock_timeout")
+        except BackendUnavailable as exc:
+            return f"the key table could not be rewritten ({exc})"
+        del self._erased_in[: len(xids)]
+        return None
+
+
+_OLDER_SNAPSHOTS = """
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+        AND backend_xmin IS NOT NULL AND age(backend_xmin) >= age(%s::xid))
+     + (SELECT count(*) FROM pg_replication_slots WHERE (xmin IS NOT NULL AND age(xmin) >= age(%s::xid))
+        OR (catalog_xmin IS NOT NULL AND age(catalog_xmin) >= age(%s::xid)))
+"""
 
 _MEMORY_KEYS: weakref.WeakKeyDictionary[Any, MemoryKeyStore] = weakref.WeakKeyDictionary()
 

@@ -116,7 +116,7 @@ def test_erase_needs_confirmation_and_a_master_key(
     assert main(["--db", url, "show", "c1"]) == 0
     capsys.readouterr()
     assert main(["--db", url, "erase", "c1", "--yes", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"id": "c1", "erased": True, "key_destroyed": True}
+    assert json.loads(capsys.readouterr().out) == {"id": "c1", "erased": True, "key_destroyed": True, "certain": True}
     assert main(["--db", url, "show", "c1"]) == 1
     assert "was erased" in capsys.readouterr().err
     assert main(["--db", url, "verify"]) == 0

@@ -502,6 +502,15 @@ class PostgresRecorder:
             _raise(exc, "in a read-model transaction")
 
     @contextmanager
+    def autocommit(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection outside any transaction, for statements that cannot run in one (VACUUM)."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.Error, PoolTimeout) as exc:
+            _raise(exc, "in an autocommit statement")
+
+    @contextmanager
     def write(self) -> Iterator[_Tx]:
         """Open a write transaction: committed when the block ends, rolled back on error."""
         if getattr(self._local, "writing", False):
