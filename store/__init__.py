@@ -36,6 +36,7 @@ from chatledger.store.events import (
     ToolCallRequested,
     ToolCallSucceeded,
 )
+from chatledger.store.external import DomainEventRecorded, PositionTracked
 from chatledger.store.fork import fork
 from chatledger.store.handle import ConversationInfo, Store
 from chatledger.store.tools.executor import (
@@ -59,6 +60,7 @@ __all__ = [
     "ConversationBusy",
     "ConversationInfo",
     "ConversationStarted",
+    "DomainEventRecorded",
     "Draft",
     "EncryptedPayloadError",
     "ErasedError",
@@ -72,6 +74,7 @@ __all__ = [
     "ModelResponseRecorded",
     "NotFoundError",
     "PendingToolCallsError",
+    "PositionTracked",
     "ReplayDivergence",
     "Store",
     "ToolCallClaimed",

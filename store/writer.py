@@ -161,6 +161,18 @@ class Writer:
             self._heads[stream_id] = head
         return head
 
+    def last_event(self, stream_id: str) -> Event | None:
+        """A stream's newest event as of this transaction (its head is locked), or None when it has none.
+
+        What a caller that appends on a condition of the stream's last event reads (a tracked
+        position that may only move forward), inside the transaction that appends.
+        """
+        head = self.head(stream_id)
+        if head is None or head.version == 0:
+            return None
+        found = self._tx.records_at(stream_id, [head.version])
+        return self._store.decode(found[-1]) if found else None
+
     def create_stream(
         self,
         stream_id: str,
