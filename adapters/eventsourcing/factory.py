@@ -10,7 +10,7 @@ signing follow the store's own settings (``CHATLEDGER_MASTER_KEY``, ``CHATLEDGER
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TypeVar, cast
 
 from eventsourcing.persistence import (
     AggregateRecorder,
@@ -31,6 +31,8 @@ from chatledger.store import ChatledgerError, Store, open_store
 from chatledger.store.url import resolve_url
 
 __all__ = ["ChatledgerFactory"]
+
+_R = TypeVar("_R", ChatledgerApplicationRecorder, ChatledgerTrackingRecorder, ChatledgerProcessRecorder)
 
 
 class ChatledgerFactory(InfrastructureFactory[ChatledgerTrackingRecorder]):
@@ -73,29 +75,25 @@ class ChatledgerFactory(InfrastructureFactory[ChatledgerTrackingRecorder]):
 
     def application_recorder(self) -> ApplicationRecorder:
         """The application's recorder (``APPLICATION_RECORDER_TOPIC`` may name a subclass)."""
-        cls: type[ChatledgerApplicationRecorder] = self.application_recorder_class
-        topic = self.env.get(self.APPLICATION_RECORDER_TOPIC)
-        if topic:
-            cls = resolve_topic(topic)
+        return self._made(self.APPLICATION_RECORDER_TOPIC, self.application_recorder_class)
+
+    def _made(self, topic_key: str, default: type[_R]) -> _R:
+        """A recorder of the class the environment's ``topic_key`` names, else of ``default``."""
+        topic = self.env.get(topic_key)
+        cls: type[_R] = resolve_topic(topic) if topic else default
         return cls(self.store, self.namespace, originator_id_type=self.originator_id_type)
 
     def tracking_recorder(
         self, tracking_recorder_class: type[ChatledgerTrackingRecorder] | None = None
     ) -> ChatledgerTrackingRecorder:
         """A tracking recorder (a view), of the given class, ``TRACKING_RECORDER_TOPIC``'s, or the plain one."""
-        cls = tracking_recorder_class
-        if cls is None:
-            topic = self.env.get(self.TRACKING_RECORDER_TOPIC)
-            cls = resolve_topic(topic) if topic else self.tracking_recorder_class
-        return cls(self.store, self.namespace, originator_id_type=self.originator_id_type)
+        if tracking_recorder_class is not None:
+            return tracking_recorder_class(self.store, self.namespace, originator_id_type=self.originator_id_type)
+        return self._made(self.TRACKING_RECORDER_TOPIC, self.tracking_recorder_class)
 
     def process_recorder(self) -> ProcessRecorder:
         """A process application's recorder (``PROCESS_RECORDER_TOPIC`` may name a subclass)."""
-        cls: type[ChatledgerProcessRecorder] = self.process_recorder_class
-        topic = self.env.get(self.PROCESS_RECORDER_TOPIC)
-        if topic:
-            cls = resolve_topic(topic)
-        return cls(self.store, self.namespace, originator_id_type=self.originator_id_type)
+        return self._made(self.PROCESS_RECORDER_TOPIC, self.process_recorder_class)
 
     def env_create_table(self) -> bool:
         """Whether ``CREATE_TABLE`` asks for tables; the store creates its layout when opened either way."""

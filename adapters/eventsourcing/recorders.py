@@ -103,7 +103,14 @@ def _translated() -> Iterator[None]:
 
 
 class _StoreBound:
-    """What every recorder here holds: the store, the application's namespace in it, the id type."""
+    """What every recorder here holds: the store, the application's namespace in it, the id type.
+
+    Args:
+        store: the chatledger store (its tenant scopes every read and write).
+        namespace: the application's name; each application's streams are its own.
+        purpose: ``events``, or ``snapshots`` (sparse versions).
+        originator_id_type: ``uuid`` returns ids that parse as UUIDs as UUIDs; ``text`` as text.
+    """
 
     def __init__(
         self,
@@ -151,28 +158,14 @@ def _state_bytes(payload: dict[str, Any]) -> bytes:
 
 
 class ChatledgerAggregateRecorder(_StoreBound, AggregateRecorder):
-    """Inserts and selects an application's stored events (or snapshots) as chatledger streams.
+    """Inserts and selects an application's stored events (or snapshots) as chatledger streams."""
 
-    Args:
-        store: the chatledger store (its tenant scopes every read and write).
-        namespace: the application's name; each application's streams are its own.
-        purpose: ``events``, or ``snapshots`` (sparse versions).
-        originator_id_type: ``uuid`` returns ids that parse as UUIDs as UUIDs; ``text`` as text.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        namespace: str = "",
-        *,
-        purpose: str = "events",
-        originator_id_type: OriginatorIdType = "uuid",
-    ) -> None:
-        super().__init__(store, namespace, purpose=purpose, originator_id_type=originator_id_type)
-        self.sparse = purpose != "events"
-        self._kind = f"eventsourcing.{purpose}"
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sparse = self.purpose != "events"
+        self._kind = f"eventsourcing.{self.purpose}"
         self._append_alone: Callable[[Callable[[WriteTransaction], list[int]]], list[int]] | None = getattr(
-            store.recorder, "append_alone", None
+            self.store.recorder, "append_alone", None
         )
 
     # -- writing ------------------------------------------------------------------------------
@@ -319,15 +312,8 @@ def _base(metadata: str | None) -> int:
 class ChatledgerApplicationRecorder(ChatledgerAggregateRecorder, ApplicationRecorder):
     """An aggregate recorder that also reads the application's events in global order, and follows them."""
 
-    def __init__(
-        self,
-        store: Store,
-        namespace: str = "",
-        *,
-        purpose: str = "events",
-        originator_id_type: OriginatorIdType = "uuid",
-    ) -> None:
-        super().__init__(store, namespace, purpose=purpose, originator_id_type=originator_id_type)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._scan_lock = threading.Lock()
         self._scanned = 0  # every position up to here was looked at by max_notification_id()
         self._max: int | None = None

@@ -65,3 +65,17 @@ class StoreCase(unittest.TestCase):
 
             with psycopg.connect(self._base, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{self._schema}" CASCADE')
+
+
+SUFFIXES = {"sqlite": "SQLite", "postgres": "Postgres", "memory": "Memory"}
+
+
+def per_backend(module: str, bases: dict[str, type], backends: tuple[str, ...]) -> dict[str, type]:
+    """A ``Test<Name><Backend>`` subclass of each base for each backend, to put in a test module's globals."""
+    return {
+        f"Test{name}{SUFFIXES[backend]}": type(
+            f"Test{name}{SUFFIXES[backend]}", (base,), {"backend": backend, "__module__": module}
+        )
+        for backend in backends
+        for name, base in bases.items()
+    }

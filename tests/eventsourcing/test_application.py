@@ -17,7 +17,7 @@ from eventsourcing.tests.projection import EventCountersView
 
 from chatledger.adapters.eventsourcing import ChatledgerProcessRecorder
 from chatledger.store import open_store
-from tests.eventsourcing.support import StoreCase
+from tests.eventsourcing.support import StoreCase, per_backend
 
 MODULE = "chatledger.adapters.eventsourcing"
 
@@ -83,18 +83,16 @@ class _EventSourcedProjection(_Environ, projection_cases.EventSourcedProjectionT
     pass
 
 
-def _cases(backend: str) -> dict[str, type]:
-    suffix = {"sqlite": "SQLite", "postgres": "Postgres", "memory": "Memory"}[backend]
-    bases = {
-        "ExampleApplication": _Example,
-        "Application": _Application,
-        "EventCountersView": _View,
-        "AggregateEventCountersProjection": _Projection,
-        "EventSourcedProjection": _EventSourcedProjection,
-    }
-    attrs: dict[str, object] = {"backend": backend, "__module__": __name__}
-    return {f"Test{name}{suffix}": type(f"Test{name}{suffix}", (base,), dict(attrs)) for name, base in bases.items()}
-
-
-for _backend in ("sqlite", "postgres"):
-    globals().update(_cases(_backend))
+globals().update(
+    per_backend(
+        __name__,
+        {
+            "ExampleApplication": _Example,
+            "Application": _Application,
+            "EventCountersView": _View,
+            "AggregateEventCountersProjection": _Projection,
+            "EventSourcedProjection": _EventSourcedProjection,
+        },
+        ("sqlite", "postgres"),
+    )
+)

@@ -17,7 +17,7 @@ from chatledger.adapters.eventsourcing import (
     ChatledgerProcessRecorder,
     ChatledgerTrackingRecorder,
 )
-from tests.eventsourcing.support import StoreCase
+from tests.eventsourcing.support import StoreCase, per_backend
 
 
 class _Aggregate(StoreCase, cases.AggregateRecorderTestCase):
@@ -100,21 +100,19 @@ class _TrackingSubclass(ChatledgerTrackingRecorder):
     """A view class, as a projection would define it."""
 
 
-def _cases(backend: str) -> dict[str, type]:
-    suffix = {"sqlite": "SQLite", "postgres": "Postgres", "memory": "Memory"}[backend]
-    bases = {
-        "AggregateRecorder": _Aggregate,
-        "SnapshotRecorder": _Snapshots,
-        "TextIdRecorder": _TextIds,
-        "ApplicationRecorder": _Application,
-        "TrackingRecorder": _Tracking,
-        "ProcessRecorder": _Process,
-        "NonInterleavingNotificationIDs": _NonInterleaving,
-        "InfrastructureFactory": _Factory,
-    }
-    attrs: dict[str, object] = {"backend": backend, "__module__": __name__}
-    return {f"Test{name}{suffix}": type(f"Test{name}{suffix}", (base,), dict(attrs)) for name, base in bases.items()}
-
-
-for _backend in ("sqlite", "postgres", "memory"):
-    globals().update(_cases(_backend))
+globals().update(
+    per_backend(
+        __name__,
+        {
+            "AggregateRecorder": _Aggregate,
+            "SnapshotRecorder": _Snapshots,
+            "TextIdRecorder": _TextIds,
+            "ApplicationRecorder": _Application,
+            "TrackingRecorder": _Tracking,
+            "ProcessRecorder": _Process,
+            "NonInterleavingNotificationIDs": _NonInterleaving,
+            "InfrastructureFactory": _Factory,
+        },
+        ("sqlite", "postgres", "memory"),
+    )
+)
