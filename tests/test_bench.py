@@ -8,6 +8,7 @@ only that every row is there and, for the executor, that no tool ran twice.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -84,3 +85,17 @@ def test_windows_benchmark_prints_every_window_and_the_full_load() -> None:
     out = bench("windows.py", "--messages", "2000", "--window", "20", "50", "--rounds", "2")
     rows = [line.split("|")[1].strip() for line in out.splitlines() if re.match(r"^\| (window|full)", line)]
     assert rows == ["window of 20 messages", "window of 50 messages", "full history load (2,000 messages)"]
+
+
+def test_eventsourcing_benchmark_prints_every_measure() -> None:
+    """bench/eventsourcing_module.py measures both engines' appends and history reads on every backend it is given."""
+    url = os.environ.get("CHATLEDGER_TEST_POSTGRES_URL")
+    args = ["--seconds", "0.4", "--rounds", "1", "--history", "50", "--reads", "2", "--writers", "1,2"]
+    out = bench("eventsourcing_module.py", *args, *(["--url", url] if url else ["--no-postgres"]))
+    rows = [
+        line.split(" | ") for line in out.splitlines() if line.startswith("| SQLite") or line.startswith("| PostgreSQL")
+    ]
+    expected = 3 + (5 if url else 0)
+    assert len(rows) == expected, out
+    for row in rows:
+        assert float(row[2].replace(",", "")) > 0 and float(row[3].replace(",", "")) > 0, row

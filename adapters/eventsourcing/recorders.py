@@ -74,6 +74,13 @@ __all__ = [
 
 OriginatorIdType = Literal["uuid", "text"]
 _EVENT_TYPE = DomainEventRecorded.TYPE
+_loads: Callable[[str], Any] = json.loads
+try:  # the `fast` extra: 3-4x faster on these payloads
+    import orjson
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover
+    pass
 _POLL_SECONDS = 0.1
 """How often a subscription looks for events written by other processes (this process's wake it at once)."""
 
@@ -128,18 +135,25 @@ class _StoreBound:
         self.originator_id_type = originator_id_type
         self._events_prefix = stream_prefix(namespace, purpose)
         self._tracking_prefix = stream_prefix(namespace, "tracking")
+        self._ids: dict[str, UUID | str] = {}
 
     def _payload(self, record: Record) -> dict[str, Any]:
-        payload: dict[str, Any] = json.loads(self.store.codec.decode(record.conversation_id, record.payload))
+        payload: dict[str, Any] = _loads(self.store.codec.decode(record.conversation_id, record.payload))
         return payload
 
     def _originator_id(self, text: str) -> UUID | str:
-        if self.originator_id_type == "uuid":
+        if self.originator_id_type != "uuid":
+            return text
+        found = self._ids.get(text)
+        if found is None:
             try:
-                return UUID(text)
+                found = UUID(text)
             except ValueError:
-                return text
-        return text
+                found = text
+            if len(self._ids) >= 4096:  # parsing a UUID costs more than reading its event: keep the recent ones
+                self._ids.clear()
+            self._ids[text] = found
+        return found
 
 
 def _state_text(state: bytes) -> tuple[str, bool]:
@@ -257,22 +271,12 @@ class ChatledgerAggregateRecorder(_StoreBound, AggregateRecorder):
         stream_id = self._events_prefix + str(originator_id)
         recorder = self.store.recorder
         with _translated():
-            if self.sparse:
-                found = [e for e in map(self._stored, self._own(recorder.read_stream(stream_id)))]
-                found.sort(key=lambda e: e.originator_version)
-                found = [
-                    e
-                    for e in found
-                    if (gt is None or e.originator_version > gt) and (lte is None or e.originator_version <= lte)
-                ]
-                if desc:
-                    found.reverse()
-                return found[:limit] if limit is not None else found
-            if gt is None and lte is None and not desc:
-                return list(map(self._stored, self._own(recorder.read_stream(stream_id, 0, limit))))
             head = recorder.get_head(stream_id)
-            if head is None or head.tenant != self.store.tenant:
+            if head is None or head.tenant != self.store.tenant or head.version == 0:
                 return []
+            oid = self._returned_id(originator_id)
+            if self.sparse:
+                return _window(self._events(oid, recorder.read_stream(stream_id)), gt, lte, desc, limit)
             base = _base(head.metadata)
             after, upto = 0, head.version
             if gt is not None:
@@ -283,29 +287,67 @@ class ChatledgerAggregateRecorder(_StoreBound, AggregateRecorder):
                 return []
             if desc and limit is not None:
                 after = max(after, upto - limit)
-            count = upto - after if desc or limit is None else min(upto - after, limit)
-            events = list(map(self._stored, self._own(recorder.read_stream(stream_id, after, count))))
+            elif limit is not None:
+                upto = min(upto, after + limit)
+            if after == 0:
+                # A whole history (or its start): the payloads alone, in one indexed range read.
+                texts = recorder.read_payloads(stream_id, _EVENT_TYPE, upto)
+            else:
+                texts = [r.payload for r in recorder.read_stream(stream_id, after, upto - after)]
+            events = self._decoded(oid, stream_id, texts)
             if desc:
                 events.reverse()
             return events
 
-    def _own(self, records: list[Record]) -> list[Record]:
-        tenant = self.store.tenant
-        return [r for r in records if r.tenant == tenant and r.type == _EVENT_TYPE]
+    def _returned_id(self, given: UUID | str) -> UUID | str:
+        """The originator id as events return it: a given UUID as it is, text as the id type says."""
+        return given if isinstance(given, UUID) else self._originator_id(given)
 
-    def _stored(self, record: Record) -> StoredEvent:
-        payload = self._payload(record)
-        return StoredEvent(
-            originator_id=self._originator_id(payload["originator_id"]),
-            originator_version=payload["originator_version"],
-            topic=payload["topic"],
-            state=_state_bytes(payload),
-        )
+    def _decoded(self, oid: UUID | str, conversation_id: str, texts: Sequence[str]) -> list[StoredEvent]:
+        decode, loads = self.store.codec.decode, _loads
+        out = []
+        for text in texts:
+            payload = loads(decode(conversation_id, text))
+            state = payload["state"]
+            out.append(
+                StoredEvent(
+                    oid,
+                    payload["originator_version"],
+                    payload["topic"],
+                    base64.b64decode(state) if payload.get("encoding") == "base64" else state.encode(),
+                )
+            )
+        return out
+
+    def _events(self, oid: UUID | str, records: list[Record]) -> list[StoredEvent]:
+        tenant = self.store.tenant
+        own = [r for r in records if r.tenant == tenant and r.type == _EVENT_TYPE]
+        return self._decoded(oid, own[0].conversation_id, [r.payload for r in own]) if own else []
+
+
+def _window(
+    events: list[StoredEvent], gt: int | None, lte: int | None, desc: bool, limit: int | None
+) -> list[StoredEvent]:
+    """Sparse events (snapshots) with versions in (``gt``, ``lte``], in version order or reversed, at most ``limit``."""
+    events.sort(key=lambda e: e.originator_version)
+    found = [
+        e for e in events if (gt is None or e.originator_version > gt) and (lte is None or e.originator_version <= lte)
+    ]
+    if desc:
+        found.reverse()
+    return found[:limit] if limit is not None else found
+
+
+_BASES: dict[str | None, int] = {}
 
 
 def _base(metadata: str | None) -> int:
-    """An events stream's first originator version, kept in its fixed metadata."""
-    base: int = json.loads(metadata or "{}").get("base", 1)
+    """An events stream's first originator version, kept in its fixed metadata (``{"base": N}``)."""
+    base = _BASES.get(metadata)
+    if base is None:
+        base = int(json.loads(metadata or "{}").get("base", 1))
+        if len(_BASES) < 1024:  # a handful of distinct first versions in practice (0, 1)
+            _BASES[metadata] = base
     return base
 
 
@@ -322,7 +364,7 @@ class ChatledgerApplicationRecorder(ChatledgerAggregateRecorder, ApplicationReco
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         """Append the events in one store transaction; return their notification ids (global positions)."""
         positions = self._insert(stored_events, kwargs.get("tracking"))
-        if positions:
+        if positions and self._subscriptions:
             for subscription in list(self._subscriptions):
                 subscription.wake()
         return positions
