@@ -8,11 +8,12 @@ the whole log: building a full record per event (two hex strings, an ISO time,
 a named tuple) cost more than a batch fold's own work. The pure-fold path still
 gets full records, only for the types it folds (:meth:`Page.records`).
 
-Two readers make pages (:func:`log_reader` picks one):
+Two readers make pages (:func:`log_reader` asks the backend for its raw scan):
 
 * over the recorder's ``read_all`` (every backend): the records are read as
   they are and turned into columns with one transposition;
-* over a SQLite log's own table (:class:`~chatledger.store.backends.sqlite.scan.SQLiteScan`):
+* over a backend's raw log scan (:class:`~chatledger.store.backends.LogScan`; SQLite's reads
+  its own table, :class:`~chatledger.store.backends.sqlite.scan.SQLiteScan`):
   the event rows are read without joining their stream and type, without their
   hash and event id, payloads as UTF-8 bytes, and a column is only derived when
   a fold asks for it, through small caches (stream sid to stream id,
@@ -29,11 +30,9 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar, overload
 
-from chatledger.store.backends.recorder import Record
-from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
-from chatledger.store.backends.sqlite.scan import SQLiteScan
+from chatledger.store.backends import Backend, LogScan, Record, Recorder
 
-__all__ = ["LogReader", "Page", "RecordPage", "SQLitePage", "log_reader"]
+__all__ = ["LogReader", "Page", "RecordPage", "ScanPage", "log_reader"]
 
 T = TypeVar("T")
 
@@ -92,8 +91,8 @@ class _Column(Generic[T]):
     @overload
     def __get__(self, page: None, owner: type[Any]) -> _Column[T]: ...
     @overload
-    def __get__(self, page: RecordPage | SQLitePage, owner: type[Any]) -> Sequence[T]: ...
-    def __get__(self, page: RecordPage | SQLitePage | None, owner: type[Any]) -> _Column[T] | Sequence[T]:
+    def __get__(self, page: RecordPage | ScanPage, owner: type[Any]) -> Sequence[T]: ...
+    def __get__(self, page: RecordPage | ScanPage | None, owner: type[Any]) -> _Column[T] | Sequence[T]:
         return self if page is None else page.columns[self.index]
 
 
@@ -130,7 +129,7 @@ class RecordPage:
 
 
 class _RecordReader:
-    def __init__(self, recorder: Any) -> None:
+    def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
 
     def read(self, after: int, limit: int) -> Page:
@@ -141,10 +140,11 @@ _CACHED_STREAMS = 50_000  # ~12 MB of names; past that the cache starts over
 _AHEAD = 2000  # streams read at once from the first one a page misses
 
 
-class _SQLiteReader:
-    """Pages read straight from a SQLite log's ``events`` table, and the names their codes stand for."""
+class _ScanReader:
+    """Pages read through a backend's raw log scan (a SQLite log's ``events`` table), and the names
+    their codes stand for."""
 
-    def __init__(self, scan: SQLiteScan) -> None:
+    def __init__(self, scan: LogScan) -> None:
         self.scan = scan
         self.streams: dict[int, str] = {}  # by sid: stream id, conversation, tenant
         self.conversations: dict[int, str] = {}
@@ -152,7 +152,7 @@ class _SQLiteReader:
         self.types: dict[int, str] = {}  # by code: type name
 
     def read(self, after: int, limit: int) -> Page:
-        return SQLitePage(self, after, self.scan.rows(after, limit))
+        return ScanPage(self, after, self.scan.rows(after, limit))
 
     def stream_names(self, names: dict[int, str], sids: Sequence[int]) -> list[str]:
         """``names[sid]`` for each sid (``names`` is one of the stream caches), reading what is missing."""
@@ -187,10 +187,10 @@ class _SQLiteReader:
             self.tenants[sid] = tenant
 
 
-class SQLitePage:
+class ScanPage:
     """A page of stored event rows: (position, sid, version, type code, schema version, key, time, payload)."""
 
-    def __init__(self, reader: _SQLiteReader, after: int, rows: list[tuple[Any, ...]]) -> None:
+    def __init__(self, reader: _ScanReader, after: int, rows: list[tuple[Any, ...]]) -> None:
         self._reader = reader
         self._size = len(rows)
         self.columns: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) or [() for _ in range(8)]
@@ -249,8 +249,9 @@ class SQLitePage:
         return self._reader.scan.records(self._after, self._last, codes)
 
 
-def log_reader(recorder: Any) -> LogReader:
-    """The fastest page reader for a recorder: its SQLite table when it is one, ``read_all`` otherwise."""
-    if isinstance(recorder, SQLiteRecorder):
-        return _SQLiteReader(SQLiteScan(recorder))
-    return _RecordReader(recorder)
+def log_reader(backend: Backend) -> LogReader:
+    """The fastest page reader for a backend: its raw log scan when it has one, ``read_all`` otherwise."""
+    scan = backend.log_scan()
+    if scan is not None:
+        return _ScanReader(scan)
+    return _RecordReader(backend.recorder)

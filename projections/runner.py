@@ -11,9 +11,10 @@ neither; a restart continues from the stored position. Two runners on the same
 projection serialize on the tracking rows and the loser of a race sees that the
 position moved and re-reads it, so no event is ever applied twice.
 
-Where the read models live is decided per backend by :func:`read_models`:
-a ``.views.db`` file beside a SQLite log (see :mod:`chatledger.projections.backends.sqlite`
-for why), the same database on PostgreSQL, dicts for the in-memory backend.
+Where the read models live is decided by the backend's read-model kind
+(:mod:`chatledger.projections.backends`): a ``.views.db`` file beside a SQLite log
+(see :mod:`chatledger.projections.backends.sqlite` for why), the same database on
+PostgreSQL, dicts for the in-memory backend.
 A projection whose ``version`` changed, or that is new on an existing log, starts
 from zero and catches up on its first run.
 
@@ -36,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from chatledger.projections.backends import open_read_models
 from chatledger.projections.pages import Page, RecordPage, log_reader
 from chatledger.projections.tables import BatchFold, Payload, Projection, Tables
 from chatledger.projections.tracking import ProjectionState, ReadModels
@@ -88,44 +90,12 @@ def default_projections() -> list[Projection]:
 
 def read_models(store: Store) -> ReadModels:
     """The read-model store that belongs to ``store``'s backend (one per backend, shared)."""
-    recorder = store.recorder
+    backend = store.backend
     with _LOCK:
-        models = _MODELS.get(recorder)
+        models = _MODELS.get(backend)
         if models is None:
-            models = _MODELS[recorder] = _make_models(recorder)
+            models = _MODELS[backend] = open_read_models(backend)
         return models
-
-
-def _make_models(recorder: Any) -> ReadModels:
-    from chatledger.store.backends.memory.recorder import MemoryRecorder
-    from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
-
-    if isinstance(recorder, MemoryRecorder):
-        from chatledger.projections.backends.memory import MemoryReadModels
-
-        return MemoryReadModels()
-    if isinstance(recorder, SQLiteRecorder):
-        from chatledger.projections.backends.sqlite import SQLiteReadModels, views_path
-
-        if recorder.path == ":memory:":
-            raise ValidationError("url", "read models need a SQLite file, not :memory:")
-        return SQLiteReadModels(views_path(recorder.path), erasable=lambda: _has_data_keys(recorder))
-    if callable(getattr(recorder, "connection", None)):
-        from chatledger.projections.backends.postgres import PostgresReadModels
-
-        return PostgresReadModels(recorder)
-    raise ValidationError("store", f"{type(recorder).__name__} has no read-model backend")
-
-
-def _has_data_keys(recorder: Any) -> bool:
-    """Whether a SQLite log has ever encrypted a conversation (so it can be erased): a row in
-    ``data_keys`` (an erased conversation keeps its row); when unsure, True."""
-    import sqlite3
-
-    try:
-        return recorder.connection.execute("SELECT 1 FROM data_keys LIMIT 1").fetchone() is not None
-    except sqlite3.OperationalError as exc:
-        return "no such table" not in str(exc)
 
 
 def projection_states(store: Store) -> list[ProjectionState]:
@@ -160,7 +130,7 @@ class ProjectionRunner:
             raise ValidationError("projections", f"names must be unique, got {names}")
         self.batch_size = batch_size
         self.models = models if models is not None else read_models(store)
-        self._log = log_reader(store.recorder)
+        self._log = log_reader(store.backend)
 
     def _select(self, names: Iterable[str] | None) -> list[Projection]:
         if names is None:

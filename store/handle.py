@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from json import encoder as json_encoder
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chatledger.store.backends.backend import Backend
 from chatledger.store.backends.recorder import Record, Recorder, StreamHead, WriteTransaction
 from chatledger.store.errors import (
     ConflictError,
@@ -115,12 +116,13 @@ class ConversationInfo:
 class Store:
     """An event-sourced conversation store over one backend, scoped to one tenant.
 
-    Build it with :func:`chatledger.store.open_store`.
+    Build it with :func:`chatledger.store.open_store`, or over an opened
+    :class:`~chatledger.store.backends.Backend` (stores on one backend object share its log).
     """
 
     def __init__(
         self,
-        recorder: Recorder,
+        backend: Backend,
         *,
         tenant: str = "default",
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -129,7 +131,8 @@ class Store:
         url: str = "",
         redactor: Redactor | None = None,
     ) -> None:
-        self.recorder = recorder
+        self.backend = backend
+        self.recorder: Recorder = backend.recorder
         self.tenant = check_id(tenant, "tenant")
         self.max_event_bytes = max_event_bytes
         self.codec: PayloadCodec = codec or _PlainCodec()
@@ -137,15 +140,13 @@ class Store:
         self.url = url
         self.redactor = redactor
         # A backend may run a lone append in fewer round trips (SQLite, PostgreSQL: one statement).
-        self._append_alone: Callable[[Callable[[WriteTransaction], list[Event]]], list[Event]] | None = getattr(
-            recorder, "append_alone", None
-        )
+        self._append_alone: Callable[[Callable[[WriteTransaction], list[Event]]], list[Event]] = backend.append_alone
 
     # -- context management -------------------------------------------------------------------
 
     def close(self) -> None:
         """Release the backend's connections."""
-        self.recorder.close()
+        self.backend.close()
 
     def __enter__(self) -> Store:
         return self
@@ -243,12 +244,7 @@ class Store:
         def body(tx: WriteTransaction) -> list[Event]:
             return Writer(self, tx).append(conversation_id, drafts, expected_version=expected_version)
 
-        if self._append_alone is not None:
-            events = self._append_alone(body)
-        else:
-            with self.recorder.write() as tx:
-                events = body(tx)
-        return events  # type: ignore[return-value]  # every draft is a MessageAppended
+        return self._append_alone(body)  # type: ignore[return-value]  # every draft is a MessageAppended
 
     def _message_drafts(
         self,

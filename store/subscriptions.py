@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,9 +47,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Handler",
+    "MemoryTracking",
+    "SQLTracking",
     "Subscription",
     "SubscriptionState",
     "SubscriptionStopped",
+    "SubscriptionTracking",
     "subscribe",
     "subscription_states",
 ]
@@ -104,8 +105,8 @@ class SubscriptionState:
     updated_at: str
 
 
-class _Tracking(Protocol):
-    """Where subscription rows live: one implementation per backend."""
+class SubscriptionTracking(Protocol):
+    """Where subscription rows live: each backend hands one out (:meth:`Backend.subscription_tracking`)."""
 
     def get(self, tenant: str, name: str) -> SubscriptionState | None: ...
 
@@ -128,8 +129,14 @@ def _now_iso() -> str:
     return now_iso()
 
 
-class _SQLTracking:
-    """Subscription rows in a SQL table, written in the backend's own write transactions."""
+class SQLTracking:
+    """Subscription rows in a SQL table, written in the backend's own write transactions.
+
+    Args:
+        transaction: a write transaction of the backend yielding ``run(sql, params) -> rows``.
+        placeholder: the driver's parameter mark (``?`` or ``%s``).
+        read: like ``transaction``, for reads.
+    """
 
     def __init__(self, transaction: Callable[[], Any], placeholder: str, read: Callable[[], Any]) -> None:
         self._transaction = transaction
@@ -217,7 +224,7 @@ class _SQLTracking:
         return row is not None
 
 
-class _MemoryTracking:
+class MemoryTracking:
     """Subscription rows in a dict, for the in-memory backend (one process)."""
 
     def __init__(self) -> None:
@@ -288,66 +295,9 @@ class _MemoryTracking:
         return self._update(tenant, name, lambda r: r.status == "stopped", updated_at=_now_iso(), **changes)
 
 
-_TRACKING: weakref.WeakKeyDictionary[Any, _Tracking] = weakref.WeakKeyDictionary()
-_TRACKING_LOCK = threading.Lock()
-
-
-def _tracking(store: Store) -> _Tracking:
-    """The subscription table of the store's backend (created on first use, cached per recorder)."""
-    recorder = store.recorder
-    with _TRACKING_LOCK:
-        found = _TRACKING.get(recorder)
-        if found is None:
-            found = _TRACKING[recorder] = _make_tracking(recorder)
-        return found
-
-
-def _make_tracking(recorder: Any) -> _Tracking:
-    from chatledger.store.backends.memory.recorder import MemoryRecorder
-    from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
-
-    if isinstance(recorder, MemoryRecorder):
-        return _MemoryTracking()
-    if isinstance(recorder, SQLiteRecorder):
-        sqlite_recorder = recorder
-
-        @contextmanager
-        def sqlite_tx() -> Iterator[Callable[[str, tuple[Any, ...]], list[Any]]]:
-            # The recorder's write lock (BEGIN IMMEDIATE) on this thread's connection.
-            with sqlite_recorder.write():
-                conn = sqlite_recorder.connection
-
-                def run(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-                    return conn.execute(sql, params).fetchall()
-
-                yield run
-
-        @contextmanager
-        def sqlite_read() -> Iterator[Callable[[str, tuple[Any, ...]], list[Any]]]:
-            # Reads take no lock: WAL readers never wait for writers.
-            conn = sqlite_recorder.connection
-
-            def run(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-                return conn.execute(sql, params).fetchall()
-
-            yield run
-
-        return _SQLTracking(sqlite_tx, "?", sqlite_read)
-    connection = getattr(recorder, "connection", None)
-    if callable(connection):
-
-        @contextmanager
-        def pg_tx() -> Iterator[Callable[[str, tuple[Any, ...]], list[Any]]]:
-            with connection() as conn:
-
-                def run(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-                    cur = conn.execute(sql, params)
-                    return list(cur.fetchall()) if cur.description else []
-
-                yield run
-
-        return _SQLTracking(pg_tx, "%s", pg_tx)
-    raise ValidationError("store", f"{type(recorder).__name__} does not support durable subscriptions")
+def _tracking(store: Store) -> SubscriptionTracking:
+    """The subscription rows of the store's backend."""
+    return store.backend.subscription_tracking()
 
 
 class Subscription:

@@ -1,14 +1,21 @@
-"""Opening a store from a URL: ``sqlite:///path.db``, ``memory://``, ``postgresql://...``."""
+"""Opening a store from a URL: ``sqlite:///path.db``, ``memory://``, ``postgresql://...``.
+
+The URL's scheme picks the backend (see :mod:`chatledger.store.backends.registry`); this
+module adds what every backend shares: the tenant, the signing key, encryption and redaction.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any
 
+from chatledger.store.backends.registry import open_backend
 from chatledger.store.errors import ValidationError
 from chatledger.store.handle import DEFAULT_MAX_EVENT_BYTES, PayloadCodec, Store
 from chatledger.store.integrity.redaction import DefaultRedactor, Redactor
+
+if TYPE_CHECKING:
+    from chatledger.store.backends.backend import Backend
 
 __all__ = ["DEFAULT_URL", "SIGNING_KEY_ENV", "open_store", "resolve_url"]
 
@@ -51,45 +58,18 @@ def open_store(
         options: backend options (for example ``synchronous`` or ``busy_timeout_ms`` for SQLite).
 
     Raises:
-        ValidationError: the URL has an unknown scheme, or a key is malformed or missing.
+        ValidationError: no backend serves the URL's scheme, or a key is malformed or missing.
     """
     url = resolve_url(url)
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    recorder: Any
-    if scheme == "memory":
-        from chatledger.store.backends.memory.recorder import MemoryRecorder
-
-        recorder = MemoryRecorder()
-    elif scheme == "sqlite":
-        from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
-
-        path = url[len("sqlite://") :].split("?", 1)[0]
-        path = path[1:] if path.startswith("/") else path
-        if not path:
-            raise ValidationError("url", "sqlite URLs name a file: sqlite:///chat.db")
-        opts: dict[str, Any] = {}
-        if "synchronous" in query:
-            opts["synchronous"] = query["synchronous"]
-        if "busy_timeout_ms" in query:
-            opts["busy_timeout_ms"] = int(query["busy_timeout_ms"])
-        opts.update(options)
-        recorder = SQLiteRecorder(path, **opts)
-    elif scheme in {"postgresql", "postgres"}:
-        from chatledger.store.backends.postgres.recorder import PostgresRecorder
-
-        recorder = PostgresRecorder(url, **options)
-    else:
-        raise ValidationError("url", f"unknown scheme {parts.scheme!r}: use sqlite:///, memory:// or postgresql://")
+    backend = open_backend(url, **options)
     if signing_key is None and os.environ.get(SIGNING_KEY_ENV):
         signing_key = os.environ[SIGNING_KEY_ENV].encode("utf-8")
     if codec is None:
-        codec = _encrypting_codec(recorder, encryption)
+        codec = _encrypting_codec(backend, encryption)
     if redactor is True:
         redactor = DefaultRedactor()
     return Store(
-        recorder,
+        backend,
         tenant=tenant,
         max_event_bytes=max_event_bytes,
         codec=codec,
@@ -99,12 +79,11 @@ def open_store(
     )
 
 
-def _encrypting_codec(recorder: Any, encryption: bool | bytes | str | None) -> PayloadCodec | None:
+def _encrypting_codec(backend: Backend, encryption: bool | bytes | str | None) -> PayloadCodec | None:
     """The codec for ``open_store(encryption=...)``, or None when encryption is off."""
     if encryption is False or (encryption is None and not os.environ.get("CHATLEDGER_MASTER_KEY", "").strip()):
         return None  # without importing the cryptography stack
     from chatledger.store.integrity.crypto import MASTER_KEY_ENV, EncryptingCodec, master_key_from_env, parse_master_key
-    from chatledger.store.integrity.keystore import key_store_for
 
     if encryption is None or encryption is True:
         master = master_key_from_env()
@@ -112,4 +91,4 @@ def _encrypting_codec(recorder: Any, encryption: bool | bytes | str | None) -> P
             raise ValidationError("encryption", f"needs a master key: set {MASTER_KEY_ENV}")
     else:
         master = parse_master_key(encryption, "encryption")
-    return EncryptingCodec(master, key_store_for(recorder))
+    return EncryptingCodec(master, backend.key_store())

@@ -79,7 +79,7 @@ def make_store(backend: str, store_url: str) -> Iterator[Callable[..., Store]]:
         if backend == "memory":
             if not shared:
                 shared.append(open_store("memory://"))
-            store = _Store(shared[0].recorder, tenant=tenant, **kwargs)  # type: ignore[arg-type]
+            store = _Store(shared[0].backend, tenant=tenant, **kwargs)  # type: ignore[arg-type]
         else:
             store = open_store(store_url, tenant=tenant, **kwargs)  # type: ignore[arg-type]
         opened.append(store)

@@ -62,4 +62,3 @@ class ToolAuditProjection:
         after = fold_audit(before, event)
         if after is not None and after != before:
             tables.put(TABLE.name, {"stream_id": key, **after.as_dict()})
-

@@ -261,4 +261,3 @@ def _json(value: Any) -> dict[str, Any]:
         return value
     loaded = json.loads(value) if value else {}
     return loaded if isinstance(loaded, dict) else {}
-

@@ -139,4 +139,3 @@ def search(store: Store, query: str, *, limit: int = 20, catch_up: bool = True) 
         ProjectionRunner(store, [MessageSearch()]).catch_up()
     rows = read_models(store).search(TABLE, query, {"tenant": store.tenant}, limit)
     return [SearchHit(r["conversation_id"], r["version"], r["role"], r["snippet"]) for r in rows]
-

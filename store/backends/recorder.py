@@ -15,6 +15,7 @@ claims on a call never race with message appends to the conversation.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol
@@ -22,6 +23,7 @@ from typing import NamedTuple, Protocol
 __all__ = [
     "CALL_SEPARATOR",
     "NewRecord",
+    "PagedLog",
     "Record",
     "Recorder",
     "StreamHead",
@@ -186,6 +188,27 @@ class Recorder(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+class PagedLog(ABC):
+    """``iter_all`` written once, on top of a backend's ``read_all``: recorders inherit it."""
+
+    @abstractmethod
+    def read_all(self, after: int = 0, limit: int | None = None, tenant: str | None = None) -> list[Record]:
+        """The global log after position ``after`` (exclusive), in commit-safe order."""
+
+    def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
+        """Stream the global log in pages of ``batch``, each read after the last position of the one before.
+
+        Positions are only handed back to ``read_all``, never compared: on PostgreSQL they are
+        unique but need not increase in log order.
+        """
+        while True:
+            page = self.read_all(after, batch, tenant)
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].position
 
 
 def moved_only_by(head: StreamHead, before: StreamHead, last: NewRecord) -> bool:

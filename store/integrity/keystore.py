@@ -1,9 +1,10 @@
 """Deletable storage for wrapped data keys, next to each backend's events.
 
 Keys are not events: the log is append-only, but erasure needs a key to be
-gone for good. So each backend gets a small key table beside its log:
+gone for good. So each backend gets a small key table beside its log, handed
+out by the backend (:meth:`chatledger.store.backends.Backend.key_store`):
 
-- memory: a dict shared by every store on the same recorder;
+- memory: a dict shared by every store on the same backend;
 - SQLite: a ``data_keys`` table in the same file, written through the
   recorder's own per-thread connection, so a key created while a write
   transaction holds the file lock joins that transaction (a second connection
@@ -21,12 +22,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-import weakref
 from typing import Any, Protocol
 
 from chatledger.store.errors import BackendUnavailable, ErasedError
 
-__all__ = ["KeyStore", "MemoryKeyStore", "PostgresKeyStore", "SQLiteKeyStore", "key_store_for"]
+__all__ = ["KeyStore", "MemoryKeyStore", "PostgresKeyStore", "SQLiteKeyStore"]
 
 
 class KeyStore(Protocol):
@@ -54,7 +54,7 @@ class KeyStore(Protocol):
 
 
 class MemoryKeyStore:
-    """Keys in a dict (per recorder, so stores sharing a memory recorder share keys)."""
+    """Keys in a dict (one per backend, so stores sharing a memory backend share keys)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -286,23 +286,3 @@ SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
      + (SELECT count(*) FROM pg_replication_slots WHERE (xmin IS NOT NULL AND age(xmin) >= age(%s::xid))
         OR (catalog_xmin IS NOT NULL AND age(catalog_xmin) >= age(%s::xid)))
 """
-
-_MEMORY_KEYS: weakref.WeakKeyDictionary[Any, MemoryKeyStore] = weakref.WeakKeyDictionary()
-
-
-def key_store_for(recorder: Any) -> KeyStore:
-    """The key store that lives beside a recorder's events.
-
-    Raises:
-        BackendUnavailable: the backend has no key store (a third-party recorder).
-    """
-    from chatledger.store.backends.memory.recorder import MemoryRecorder
-    from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
-
-    if isinstance(recorder, MemoryRecorder):
-        return _MEMORY_KEYS.setdefault(recorder, MemoryKeyStore())
-    if isinstance(recorder, SQLiteRecorder):
-        return SQLiteKeyStore(recorder)
-    if type(recorder).__name__ == "PostgresRecorder":
-        return PostgresKeyStore(recorder)
-    raise BackendUnavailable(f"encryption at rest has no key store for {type(recorder).__name__}")

@@ -16,7 +16,6 @@ from chatledger.store import Store
 from chatledger.store.errors import ErasedError
 from chatledger.store.events import ErasedEvent, MessageAppended
 from chatledger.store.integrity.crypto import EncryptingCodec, erase
-from chatledger.store.integrity.keystore import key_store_for
 
 MakeStore = Callable[..., Store]
 KEY = os.urandom(32)
@@ -25,8 +24,8 @@ KEY = os.urandom(32)
 def _encrypted(make_store: MakeStore, backend: str, tenant: str = "default") -> Store:
     if backend != "memory":
         return make_store(tenant=tenant, encryption=KEY)
-    recorder = make_store(tenant=tenant).recorder
-    return make_store(tenant=tenant, codec=EncryptingCodec(KEY, key_store_for(recorder)))
+    shared = make_store(tenant=tenant).backend
+    return make_store(tenant=tenant, codec=EncryptingCodec(KEY, shared.key_store()))
 
 
 def _two_conversations(store: Store) -> None:

@@ -12,7 +12,6 @@ import pytest
 from chatledger.store import IntegrityError, NotFoundError, Store, ValidationError, open_store
 from chatledger.store.errors import ErasedError
 from chatledger.store.integrity.crypto import EncryptingCodec, erase, erase_tenant, generate_master_key, is_erased
-from chatledger.store.integrity.keystore import key_store_for
 
 from .scenario import unguarded
 
@@ -21,11 +20,11 @@ KEY = os.urandom(32)
 
 
 def _encrypted(make_store: MakeStore, tenant: str = "default", key: bytes = KEY) -> Store:
-    """An encrypting store; on memory its codec uses the recorder all stores of the test share."""
+    """An encrypting store; on memory its codec uses the backend all stores of the test share."""
     if backend_of(make_store) != "memory":
         return make_store(tenant=tenant, encryption=key)
-    recorder = make_store(tenant=tenant).recorder
-    return make_store(tenant=tenant, codec=EncryptingCodec(key, key_store_for(recorder)))
+    backend = make_store(tenant=tenant).backend
+    return make_store(tenant=tenant, codec=EncryptingCodec(key, backend.key_store()))
 
 
 def backend_of(make_store: MakeStore) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from chatledger.store import MessageAppended
-from chatledger.store.backends.postgres.recorder import PostgresRecorder
+from chatledger.store.backends.postgres import PostgresBackend
 from chatledger.store.handle import Draft, Store
 
 
@@ -23,7 +23,7 @@ def _contents(events: list[object]) -> list[str]:
 @pytest.fixture
 def stores(postgres_url: str) -> Iterator[tuple[Store, Store, Store]]:
     """Two writers and a reader, each on its own recorder (own pool) over one schema."""
-    opened = [Store(PostgresRecorder(postgres_url, read_wait=0.2)) for _ in range(3)]
+    opened = [Store(PostgresBackend.from_url(postgres_url, read_wait=0.2)) for _ in range(3)]
     opened[0].start_conversation("conv-a")
     opened[0].start_conversation("conv-b")
     yield opened[0], opened[1], opened[2]

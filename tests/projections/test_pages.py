@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chatledger.projections import pages
-from chatledger.projections.pages import Page, RecordPage, SQLitePage, log_reader
+from chatledger.projections.pages import Page, RecordPage, ScanPage, log_reader
 from chatledger.projections.runner import decode_payloads
 from chatledger.store import Executor, MessageAppended, Store, open_store
 from chatledger.store.backends.recorder import Record
@@ -34,7 +34,7 @@ def fields(records: list[Record]) -> dict[str, list[Any]]:
 
 def read_pages(store: Store, size: int) -> list[Page]:
     """The whole log, a page of ``size`` events at a time, through the runner's reader."""
-    reader, after, out = log_reader(store.recorder), 0, []
+    reader, after, out = log_reader(store.backend), 0, []
     while len(page := reader.read(after, size)):
         out.append(page)
         after = page.position[-1]
@@ -65,8 +65,8 @@ def test_sqlite_pages_read_the_table(tmp_path: Any) -> None:
     """A SQLite log is read from its own table; other backends through read_all."""
     store = open_store(f"sqlite:///{tmp_path / 'chat.db'}")
     fill(store, conversations=1, messages=2)
-    assert isinstance(log_reader(store.recorder).read(0, 10), SQLitePage)
-    assert isinstance(log_reader(open_store("memory://").recorder).read(0, 10), RecordPage)
+    assert isinstance(log_reader(store.backend).read(0, 10), ScanPage)
+    assert isinstance(log_reader(open_store("memory://").backend).read(0, 10), RecordPage)
     store.close()
 
 
@@ -77,7 +77,7 @@ def test_sqlite_reader_names_what_it_meets_later(tmp_path: Any, monkeypatch: pyt
     monkeypatch.setattr(pages, "_AHEAD", 2)
     store = open_store(f"sqlite:///{tmp_path / 'chat.db'}")
     fill(store, conversations=3, messages=2)
-    reader = log_reader(store.recorder)
+    reader = log_reader(store.backend)
     first = reader.read(0, 1000)
     assert columns(first) == fields(store.recorder.read_all(0, None, None))
     conv = store.start_conversation("later", metadata={"n": 1})

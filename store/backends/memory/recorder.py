@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from chatledger.store.backends.recorder import NewRecord, Record, StreamHead
+from chatledger.store.backends.recorder import NewRecord, PagedLog, Record, StreamHead
 from chatledger.store.errors import ConflictError
 
 __all__ = ["MemoryRecorder"]
@@ -73,7 +73,7 @@ class _Tx:
         self.heads[head.stream_id] = head
 
 
-class MemoryRecorder:
+class MemoryRecorder(PagedLog):
     """The in-memory implementation of :class:`~chatledger.store.backends.recorder.Recorder`."""
 
     def __init__(self) -> None:
@@ -144,14 +144,6 @@ class MemoryRecorder:
                     if limit is not None and len(out) >= limit:
                         break
             return out
-
-    def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
-        while True:
-            page = self.read_all(after, batch, tenant)
-            yield from page
-            if len(page) < batch:
-                return
-            after = page[-1].position
 
     def get_head(self, stream_id: str) -> StreamHead | None:
         with self._lock:

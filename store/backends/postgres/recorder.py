@@ -42,8 +42,9 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from chatledger.store.backends.guess import GuessedAppend, Miss, append_alone
 from chatledger.store.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION
-from chatledger.store.backends.recorder import NewRecord, Record, StreamHead, WriteTransaction, moved_only_by
+from chatledger.store.backends.recorder import NewRecord, PagedLog, Record, StreamHead, WriteTransaction
 from chatledger.store.errors import BackendUnavailable, ChatledgerError, ConflictError, ValidationError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresRecorder", "split_url", "translate"]
@@ -332,61 +333,29 @@ def _insert_sql(rows: int) -> LiteralString:
     return sql
 
 
-class _Miss(Exception):
-    """A guessed head was not the stream's current one (or the write needs more than one statement)."""
-
-
-class _Guess:
-    """A lone append sent as one statement, built against the head this recorder last saw.
-
-    ``head`` answers from the cache, ``records_by_keys`` assumes no key is stored, and
-    ``insert`` sends the statement of :func:`_append_sql`, which writes only if both guesses
-    hold (and commits: it runs in autocommit). Otherwise it raises :class:`_Miss` or a
-    ConflictError and nothing was written: the append is then done in a real transaction.
-    """
+class _Guess(GuessedAppend):
+    """A lone append sent as the one statement of :func:`_append_sql`, built against the head this
+    recorder last saw (see :mod:`chatledger.store.backends.guess`): it writes only if that head is
+    current and no key is stored, and commits (it runs in autocommit)."""
 
     def __init__(self, rec: PostgresRecorder) -> None:
+        super().__init__()
         self._rec = rec
-        self._head: StreamHead | None = None
-        self._written: NewRecord | None = None
 
-    def head(self, stream_id: str) -> StreamHead | None:
-        head = self._rec._heads.get(stream_id)
-        if head is None or (self._head is not None and self._head is not head):
-            raise _Miss
-        self._head = head
-        return head
+    def remembered(self, stream_id: str) -> StreamHead | None:
+        return self._rec._heads.get(stream_id)
 
-    def create_stream(self, head: StreamHead) -> None:
-        raise _Miss
-
-    def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
-        return {}  # a stored key fails the append statement on the unique (stream_id, key) index
-
-    def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
-        raise _Miss
-
-    def insert(self, records: Sequence[NewRecord]) -> list[int]:
-        head = self._head
-        if head is None or self._written is not None or not records:
-            raise _Miss
-        if any(r.stream_id != head.stream_id for r in records):
-            raise _Miss
+    def send(self, head: StreamHead, records: Sequence[NewRecord]) -> list[int]:
         positions = self._rec._append_guessed(head, records)
         if positions is None:
-            raise _Miss
-        self._written = records[-1]
+            raise Miss
         return positions
 
-    def update_head(self, head: StreamHead) -> None:
-        guessed, last = self._head, self._written
-        # The append statement moved the head already; status and lease are left as they were.
-        if guessed is None or last is None or not moved_only_by(head, guessed, last):
-            raise RuntimeError("append_alone: the body may only move the head it inserted after to its last event")
+    def remember(self, head: StreamHead) -> None:
         self._rec._remember({head.stream_id: head})
 
 
-class PostgresRecorder:
+class PostgresRecorder(PagedLog):
     """The PostgreSQL implementation of :class:`~chatledger.store.backends.recorder.Recorder`.
 
     Args:
@@ -550,17 +519,8 @@ class PostgresRecorder:
         ordinary write transaction, on the locked head. ``body`` must not change the stream's
         status or lease.
         """
-        if not getattr(self._local, "writing", False):
-            try:
-                return body(_Guess(self))
-            except _Miss:
-                pass
-            except BackendUnavailable:
-                raise
-            except ChatledgerError:
-                pass  # decided on a guessed head: decide again on the locked one
-        with self.write() as tx:
-            return body(tx)
+        guess = None if getattr(self._local, "writing", False) else _Guess(self)
+        return append_alone(body, guess, self.write)
 
     def _remember(self, heads: dict[str, StreamHead]) -> None:
         if len(self._heads) + len(heads) > _CACHED_HEADS:
@@ -744,14 +704,6 @@ class PostgresRecorder:
                 f"AND (tx_id, position) > {_CURSOR} ORDER BY tx_id, position LIMIT %(limit)s"
             )
         return list(map(Record._make, self._query(sql, params, "reading the global log")))
-
-    def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
-        while True:
-            page = self.read_all(after, batch, tenant)
-            yield from page
-            if len(page) < batch:
-                return
-            after = page[-1].position
 
     def get_head(self, stream_id: str) -> StreamHead | None:
         rows = self._query(

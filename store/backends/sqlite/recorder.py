@@ -28,7 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from chatledger.store.backends.recorder import NewRecord, Record, StreamHead, WriteTransaction, moved_only_by
+from chatledger.store.backends.guess import GuessedAppend, Miss, append_alone
+from chatledger.store.backends.recorder import NewRecord, PagedLog, Record, StreamHead, WriteTransaction
 from chatledger.store.backends.sqlite.schema import (
     HEAD_SELECT,
     LAYOUT_VERSION,
@@ -38,7 +39,7 @@ from chatledger.store.backends.sqlite.schema import (
     migrate_v1,
     record,
 )
-from chatledger.store.errors import BackendUnavailable, ChatledgerError, ConflictError, ValidationError
+from chatledger.store.errors import BackendUnavailable, ConflictError, ValidationError
 
 __all__ = ["SCHEMA", "PerThread", "SQLiteRecorder", "connect"]
 
@@ -285,79 +286,53 @@ _CACHED_HEADS = 4096
 _MAX_GUESSED_ROWS = 32_766 // 9
 
 
-class _Miss(Exception):
-    """A guessed head was not the stream's current one (or the write needs a real transaction)."""
-
-
-class _Guess:
-    """A lone append sent as one autocommit statement, built against the head last seen.
-
-    ``head`` answers from the cache, ``records_by_keys`` assumes no key is stored, and
-    ``insert`` sends one INSERT: the unique ``(sid, version)`` index refuses it when the
-    guessed head is stale, and the unique ``(sid, key)`` index when a key is stored.
-    Then nothing was written (one statement is atomic) and :class:`_Miss` sends the
-    append to a real transaction.
-    """
+class _Guess(GuessedAppend):
+    """A lone append sent as one autocommit INSERT, built against the head last seen (see
+    :mod:`chatledger.store.backends.guess`): the unique ``(sid, version)`` index refuses it when
+    the head is stale, and the unique ``(sid, key)`` index when a key is stored."""
 
     def __init__(self, conn: sqlite3.Connection, caches: _Caches) -> None:
+        super().__init__()
         self._conn = conn
         self._caches = caches
-        self._head: tuple[int, StreamHead] | None = None
-        self._written: NewRecord | None = None
+        self._sid = 0
 
-    def head(self, stream_id: str) -> StreamHead | None:
+    def remembered(self, stream_id: str) -> StreamHead | None:
         known = self._caches.heads.get(stream_id)
-        if known is None or (self._head is not None and self._head is not known):
-            raise _Miss
-        self._head = known
+        if known is None:
+            return None
+        self._sid = known[0]
         return known[1]
 
-    def create_stream(self, head: StreamHead) -> None:
-        raise _Miss
-
-    def records_by_keys(self, stream_id: str, keys: Sequence[str]) -> dict[str, Record]:
-        return {}  # a stored key fails the statement on the unique (sid, key) index
-
-    def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
-        raise _Miss
-
-    def insert(self, records: Sequence[NewRecord]) -> list[int]:
-        known, first = self._head, records[0] if records else None
-        if known is None or first is None or self._written is not None or len(records) > _MAX_GUESSED_ROWS:
-            raise _Miss
-        sid, head = known
-        types = self._caches.types
+    def send(self, head: StreamHead, records: Sequence[NewRecord]) -> list[int]:
+        if len(records) > _MAX_GUESSED_ROWS:
+            raise Miss
+        sid, types = self._sid, self._caches.types
         try:
             if len(records) == 1:
-                code = types.get(first.type)
-                if code is None or first.stream_id != head.stream_id:
-                    raise _Miss
-                positions = [_insert_one(self._conn, sid, code, first)]
-            else:
-                codes = [types.get(r.type) for r in records]
-                if None in codes or any(r.stream_id != head.stream_id for r in records):
-                    raise _Miss
-                sql = _INSERT.replace("(?,?,?,?,?,?,?,?,?)", ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(records)))
-                flat = [value for r, code in zip(records, codes, strict=True) for value in _row(sid, code or 0, r)]
-                positions = sorted(int(p) for (p,) in self._conn.execute(sql + " RETURNING position", flat))
+                code = types.get(records[0].type)
+                if code is None:
+                    raise Miss
+                return [_insert_one(self._conn, sid, code, records[0])]
+            codes = [types.get(r.type) for r in records]
+            if None in codes:
+                raise Miss
+            sql = _INSERT.replace("(?,?,?,?,?,?,?,?,?)", ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(records)))
+            flat = [value for r, code in zip(records, codes, strict=True) for value in _row(sid, code or 0, r)]
+            return sorted(int(p) for (p,) in self._conn.execute(sql + " RETURNING position", flat))
         except sqlite3.IntegrityError:
-            raise _Miss from None
+            raise Miss from None
         except sqlite3.Error as exc:
             raise _translate(exc, "appending") from exc
-        self._written = records[-1]
-        return positions
 
-    def update_head(self, head: StreamHead) -> None:
-        known, last = self._head, self._written
-        if known is None or last is None or not moved_only_by(head, known[1], last):
-            raise RuntimeError("append_alone: the body may only move the head it inserted after to its last event")
+    def remember(self, head: StreamHead) -> None:
         heads = self._caches.heads
         if len(heads) >= _CACHED_HEADS:
             heads.clear()
-        heads[head.stream_id] = (known[0], head)
+        heads[head.stream_id] = (self._sid, head)
 
 
-class SQLiteRecorder:
+class SQLiteRecorder(PagedLog):
     """The SQLite implementation of :class:`~chatledger.store.backends.recorder.Recorder`."""
 
     def __init__(
@@ -445,17 +420,7 @@ class SQLiteRecorder:
         the stream's status or lease.
         """
         conn = self._conns.get()
-        if not conn.in_transaction:
-            try:
-                return body(_Guess(conn, self._caches))
-            except _Miss:
-                pass
-            except BackendUnavailable:
-                raise
-            except ChatledgerError:
-                pass  # decided on a guessed head: decide again on the locked one
-        with self.write() as tx:
-            return body(tx)
+        return append_alone(body, None if conn.in_transaction else _Guess(conn, self._caches), self.write)
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         try:
@@ -512,14 +477,6 @@ class SQLiteRecorder:
             f"{RECORD_SELECT} WHERE {where} ORDER BY e.position LIMIT ?", (*params, -1 if limit is None else limit)
         )
         return list(map(record, rows))
-
-    def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
-        while True:
-            page = self.read_all(after, batch, tenant)
-            yield from page
-            if len(page) < batch:
-                return
-            after = page[-1].position
 
     def get_head(self, stream_id: str) -> StreamHead | None:
         rows = self._query(f"{HEAD_SELECT} WHERE s.stream_id = ?", (stream_id,))

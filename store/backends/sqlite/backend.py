@@ -1,0 +1,97 @@
+"""The SQLite backend: the log, subscription rows and data keys in one file, and a raw scan for rebuilds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from chatledger.store.backends.backend import BackendBase, LogScan
+from chatledger.store.backends.recorder import WriteTransaction
+from chatledger.store.backends.sqlite.recorder import SQLiteRecorder
+from chatledger.store.backends.sqlite.scan import SQLiteScan
+from chatledger.store.errors import ValidationError
+
+if TYPE_CHECKING:
+    from chatledger.store.integrity.keystore import KeyStore
+    from chatledger.store.subscriptions import SubscriptionTracking
+
+__all__ = ["SQLiteBackend"]
+
+T = TypeVar("T")
+Run = Callable[[str, tuple[Any, ...]], list[Any]]
+
+
+class SQLiteBackend(BackendBase[SQLiteRecorder]):
+    """A SQLite file: the log, the ``subscriptions`` and ``data_keys`` tables beside it.
+
+    Subscription rows are written in the recorder's own write transactions (its write lock,
+    on this thread's connection); read models live in a file of their own beside it.
+    """
+
+    read_model_kind = "sqlite"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteBackend:
+        """Open ``sqlite:///relative.db`` or ``sqlite:////absolute.db``.
+
+        The URL's query may set ``synchronous`` (default FULL) and ``busy_timeout_ms``; ``options``
+        (the same names) win over it.
+
+        Raises:
+            ValidationError: the URL names no file, or an option is malformed.
+        """
+        path = url[len("sqlite://") :].split("?", 1)[0]
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise ValidationError("url", "sqlite URLs name a file: sqlite:///chat.db")
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        opts: dict[str, Any] = {}
+        if "synchronous" in query:
+            opts["synchronous"] = query["synchronous"]
+        if "busy_timeout_ms" in query:
+            opts["busy_timeout_ms"] = int(query["busy_timeout_ms"])
+        opts.update(options)
+        return cls(SQLiteRecorder(path, **opts))
+
+    def append_alone(self, body: Callable[[WriteTransaction], T]) -> T:
+        """One autocommit INSERT against the head last seen (see :meth:`SQLiteRecorder.append_alone`)."""
+        return self.recorder.append_alone(body)
+
+    def log_scan(self) -> LogScan:
+        """The file's event rows as stored, read without joins (see :class:`SQLiteScan`)."""
+        return SQLiteScan(self.recorder)
+
+    def _make_tracking(self) -> SubscriptionTracking:
+        from chatledger.store.subscriptions import SQLTracking
+
+        recorder = self.recorder
+
+        @contextmanager
+        def write() -> Iterator[Run]:
+            # The recorder's write lock (BEGIN IMMEDIATE) on this thread's connection.
+            with recorder.write():
+                conn = recorder.connection
+
+                def run(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+                    return conn.execute(sql, params).fetchall()
+
+                yield run
+
+        @contextmanager
+        def read() -> Iterator[Run]:
+            # Reads take no lock: WAL readers never wait for writers.
+            conn = recorder.connection
+
+            def run(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+                return conn.execute(sql, params).fetchall()
+
+            yield run
+
+        return SQLTracking(write, "?", read)
+
+    def _make_key_store(self) -> KeyStore:
+        from chatledger.store.integrity.keystore import SQLiteKeyStore
+
+        return SQLiteKeyStore(self.recorder)
