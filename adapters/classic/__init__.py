@@ -1,8 +1,10 @@
 """Classic AutoGen (``autogen`` 0.14, ``ConversableAgent``) on top of chatledger.
 
 :mod:`.agents` builds the agents (pairs, group chats, subscribers), :mod:`.recording`
-stores each send, :mod:`.tools` routes tool calls through the executor, :mod:`.cache`
-is the store-backed model cache and :mod:`.replay` re-drives a recorded conversation.
+stores each send, :mod:`.turn` stores a request's sends as one turn, :mod:`.preload`
+loads fresh agents with a provider-valid view of the log, :mod:`.tools` routes tool
+calls through the executor, :mod:`.cache` is the store-backed model cache and
+:mod:`.replay` re-drives a recorded conversation.
 ``autogen`` itself is imported only when one of these functions is called.
 """
 

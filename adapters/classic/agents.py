@@ -11,7 +11,7 @@ tool call once and records every message::
 What the agents get:
 
 * their histories preloaded from the log, each from its own point of view, in a
-  provider-valid view (:mod:`.view`);
+  provider-valid view (:mod:`.preload`);
 * ``initiate_chat`` run as one *turn* (:mod:`.turn`): every send is buffered and
   the turn is stored as one batch, so requests running at once on a conversation
   never interleave inside a tool-call exchange; a request already stored is
@@ -33,19 +33,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from chatledger.adapters.classic.cache import LedgerCache
+from chatledger.adapters.classic.preload import preload_group, preload_pair, provider_view
 from chatledger.adapters.classic.recording import (
     SendRecorder,
     StoredSend,
     ends_turn,
     load_sends,
-    preload_group,
-    preload_pair,
     to_openai,
 )
 from chatledger.adapters.classic.recording import autogen_module as _autogen
 from chatledger.adapters.classic.tools import ExecutorMixin, ToolBinding, aexecute_through, execute_through
 from chatledger.adapters.classic.turn import arun_turn, run_turn
-from chatledger.adapters.classic.view import provider_view
 from chatledger.store import Executor, MessageAppended, Store
 from chatledger.store.messages import pending_tool_calls
 
@@ -181,7 +179,7 @@ def _history(store: Store, conversation_id: str, request: str) -> list[StoredSen
     Tool calls left without a result by a request that crashed under an older
     version (which stored each send on its own) are closed first (the executor
     appends a result saying so); a history interleaved by such a version is
-    repaired in the view (:func:`.view.provider_view`), never in the log.
+    repaired in the view (:func:`.preload.provider_view`), never in the log.
     """
     history = [s for s in load_sends(store, conversation_id) if s.request != request]
     messages = [m for s in history for m in to_openai(s.message, s.role)]
@@ -218,7 +216,7 @@ def _bind(
     agents: Sequence[Any], store: Store, conversation_id: str, recorder: SendRecorder, options: dict[str, Any]
 ) -> None:
     binding = ToolBinding(store, conversation_id, executor_options=options)
-    cache = LedgerCache(store, conversation_id)
+    cache = LedgerCache(store, conversation_id, positions=recorder.next_model_position)
     for agent in agents:
         chatledger_agent(agent)
         agent.chatledger_tools = binding

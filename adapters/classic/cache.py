@@ -8,8 +8,13 @@ call ids, so the executor returns the recorded tool outcomes instead of
 running the tools again.
 
 Responses are recorded with :mod:`chatledger.store.responses` (the
-conversation's ``model`` side stream), keyed by a hash of the request; the
-first writer wins.
+conversation's ``model`` side stream); the first writer wins. Inside a turn
+(:mod:`.turn`) a response is keyed by its *position*: the request, the turn and
+the model call's number in it. A request run again (redelivered after its worker
+died, retried after an error) thus gets its recorded responses even when other
+requests' turns were stored in between and its history differs; its tool calls
+keep their ids and the executor returns their recorded outcomes. Outside a turn
+the key is a hash of the model request.
 ``OpenAIWrapper`` returns the object it just cached, so when another worker
 recorded first, :meth:`LedgerCache.set` rewrites that object in place into the
 recorded response: both workers then continue with the same reply.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -58,13 +64,26 @@ class LedgerCache:
     default). Closing it does nothing: the store outlives the chat.
     """
 
-    def __init__(self, store: Store, conversation_id: str) -> None:
+    def __init__(self, store: Store, conversation_id: str, positions: Callable[[], str | None] | None = None) -> None:
+        """``positions`` names the next model call's position in the running turn (None outside a turn)."""
         self.store = store
         self.conversation_id = conversation_id
+        self._positions = positions
+        self._keys: dict[str, str] = {}
+
+    def _key(self, key: Any) -> str:
+        """The recorded key of a model request: its position in the running turn, else its hash."""
+        hashed = cache_key(key)
+        if hashed not in self._keys:
+            position = self._positions() if self._positions is not None else None
+            if position is None:
+                return hashed
+            self._keys[hashed] = "classic-turn:" + hashlib.sha256(position.encode("utf-8")).hexdigest()
+        return self._keys[hashed]
 
     def get(self, key: Any, default: Any | None = None) -> Any | None:
         """The recorded response for a model request, or ``default``."""
-        data = recorded_response(self.store, self.conversation_id, cache_key(key))
+        data = recorded_response(self.store, self.conversation_id, self._key(key))
         return default if data is None else _load(data)
 
     def set(self, key: Any, value: Any) -> None:
@@ -72,7 +91,7 @@ class LedgerCache:
         data = _dump(value)
         if data is None:
             return
-        stored = record_response(self.store, self.conversation_id, cache_key(key), data)
+        stored = record_response(self.store, self.conversation_id, self._key(key), data)
         if stored != data:
             recorded = _load(stored)
             for name in type(recorded).model_fields:

@@ -1,4 +1,4 @@
-"""Recording classic AutoGen sends in the log, and preloading fresh agents from it.
+"""Recording classic AutoGen sends in the log, and reading them back as sends.
 
 Classic ``ConversableAgent`` messages have no ids and their roles are relative
 to the agent looking at them, so the log stores each *send* neutrally: the
@@ -14,16 +14,12 @@ re-sends the same positions: an equal message is a no-op, a different one
 (another model sample) loses to the first writer and the
 ``process_message_before_send`` hook hands the agents the recorded message
 instead, so every copy of the request continues with the same tool call ids.
-
-Preloading does what ``send``/``receive`` would have done, without calling
-them (``GroupChatManager.resume`` sends, which would fire the hooks again):
-each stored send is appended to the sender's and the recipient's
-``chat_messages`` with the roles each of them sees.
+Inside a turn (:mod:`.turn`) the sends are buffered and stored as one batch.
+Preloading fresh agents from the stored sends is :mod:`.preload`.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,10 +35,7 @@ __all__ = [
     "canonical_message",
     "ends_turn",
     "load_sends",
-    "preload_group",
-    "preload_pair",
     "send_message_ids",
-    "sender_views",
     "to_openai",
 ]
 
@@ -215,60 +208,6 @@ def load_sends(store: Store, conversation_id: str) -> list[StoredSend]:
     return _sends(store.events(conversation_id))
 
 
-Resolver = Callable[[StoredSend], tuple[Any, Any] | None]
-
-
-def sender_views(message: dict[str, Any], sender_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The message as its sender and as its recipient hold it (what send/receive append)."""
-    normilize_message_to_oai = autogen_module().agentchat.conversable_agent.normilize_message_to_oai
-    _, mine = normilize_message_to_oai(copy.deepcopy(message), name=sender_name, role="assistant")
-    _, theirs = normilize_message_to_oai(copy.deepcopy(message), name=sender_name, role="user")
-    return mine, theirs
-
-
-def preload_pair(sends: Iterable[StoredSend], resolve: Resolver) -> int:
-    """Append stored sends to two agents' histories, each from its own point of view; return the count.
-
-    ``resolve`` maps a send to its (sender, recipient) agents, or None to skip it.
-    """
-    count = 0
-    for send in sends:
-        pair = resolve(send)
-        if pair is None:
-            continue
-        sender, recipient = pair
-        mine, theirs = sender_views(send.message, sender.name)
-        sender.chat_messages[recipient].append(mine)
-        recipient.chat_messages[sender].append(theirs)
-        count += 1
-    return count
-
-
-def preload_group(sends: Iterable[StoredSend], manager: Any, resolve: Callable[[StoredSend], Any]) -> int:
-    """Append stored sends to a group chat as its manager would have relayed them; return the count.
-
-    Each send goes speaker -> manager, into ``groupchat.messages``, and manager ->
-    every other agent, exactly as ``GroupChatManager.run_chat`` does.
-    """
-    groupchat = manager.groupchat
-    count = 0
-    for send in sends:
-        speaker = resolve(send)
-        if speaker is None:
-            continue
-        mine, theirs = sender_views(send.message, speaker.name)
-        speaker.chat_messages[manager].append(mine)
-        manager.chat_messages[speaker].append(theirs)
-        groupchat.append(copy.deepcopy(theirs), speaker)
-        relay_out, relay_in = sender_views(theirs, manager.name)
-        for agent in groupchat.agents:
-            if agent is not speaker:
-                manager.chat_messages[agent].append(copy.deepcopy(relay_out))
-                agent.chat_messages[manager].append(copy.deepcopy(relay_in))
-        count += 1
-    return count
-
-
 def _sender_role(agent: Any) -> str:
     return "assistant" if getattr(agent, "llm_config", False) else "user"
 
@@ -306,6 +245,7 @@ class SendRecorder:
         self._replay = {(s.request, s.seq): s for s in replay} if replay is not None else None
         self._turn: list[tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]] | None = None
         self._turn_start = 0
+        self._model_calls = 0
 
     @property
     def replaying(self) -> bool:
@@ -335,6 +275,18 @@ class SendRecorder:
         """Buffer the following sends until :meth:`commit_turn` stores them as one batch."""
         self._turn = []
         self._turn_start = self.seq
+        self._model_calls = 0
+
+    def next_model_position(self) -> str | None:
+        """The position of the turn's next model call (request, turn, number), or None outside a turn.
+
+        The model cache records responses under it, so the same request run again
+        gets the same responses whatever was stored in between.
+        """
+        if self._turn is None:
+            return None
+        n, self._model_calls = self._model_calls, self._model_calls + 1
+        return json.dumps([self.request_id, self._turn_start, n])
 
     def abort_turn(self) -> None:
         """Drop the buffered sends (the turn failed): nothing of it is stored, a retry runs it again."""

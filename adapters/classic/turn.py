@@ -26,13 +26,13 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from chatledger.adapters.classic.preload import sender_views
 from chatledger.adapters.classic.recording import (
     SendRecorder,
     StoredSend,
     autogen_module,
     canonical_message,
     load_sends,
-    sender_views,
 )
 from chatledger.store import ConflictError
 

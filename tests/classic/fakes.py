@@ -44,7 +44,8 @@ class ScriptedModelClient:
     Like a provider, it refuses a history that breaks the provider rule
     (:class:`ProviderRejected`, OpenAI's "tool_call_ids did not have response messages").
     With ``meet=(folder, n)`` its first answer of a request waits until ``n`` requests
-    reached the model (see :func:`rendezvous`).
+    reached the model (see :func:`rendezvous`). With ``hang_after_tool=path`` it touches
+    ``path`` when asked to answer a tool result, then hangs (a worker to kill mid-turn).
     """
 
     def __init__(
@@ -54,11 +55,13 @@ class ScriptedModelClient:
         fail_after_tool: int = 0,
         seen: list[list[dict[str, Any]]] | None = None,
         meet: tuple[str, int] | None = None,
+        hang_after_tool: str | None = None,
     ) -> None:
         self.calls_file = calls_file
         self.fail_after_tool = fail_after_tool
         self.seen = seen
         self.meet = meet
+        self.hang_after_tool = hang_after_tool
 
     def create(self, params: dict[str, Any]) -> Any:
         if self.calls_file:
@@ -76,6 +79,9 @@ class ScriptedModelClient:
         if self.meet is not None and last.get("role") != "tool":
             rendezvous(*self.meet)
         if last.get("role") == "tool":
+            if self.hang_after_tool:
+                Path(self.hang_after_tool).touch()  # the tool ran; now the worker can be killed
+                time.sleep(3600)
             if self.fail_after_tool > 0:
                 self.fail_after_tool -= 1
                 raise ConnectionError("model endpoint went away")

@@ -134,6 +134,34 @@ def test_a_history_interleaved_by_an_older_version_does_not_stop_the_conversatio
     assert ask(store, "c1", "And Lyon?", tmp_path) == "Forecast: sunny in Lyon"
 
 
+def group(store: Store, conv: str, tmp_path: Path, **model: Any) -> tuple[Any, Any]:
+    """A fresh user proxy and group chat manager (a user and an assistant) for one request on ``conv``."""
+    import autogen
+
+    user = autogen.UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False)
+    assistant = autogen.AssistantAgent("assistant", llm_config=LLM_CONFIG)
+    manager = chatledger_group_chat(
+        store,
+        conv,
+        [user, assistant],
+        tools=[weather_tool(tmp_path / "effects")],
+        model_client=ScriptedModelClient,
+        model_client_kwargs=model,
+    )
+    return user, manager
+
+
+def test_a_group_chat_on_a_history_interleaved_by_an_older_version_goes_on(store: Store, tmp_path: Path) -> None:
+    """A group chat preloaded from an interleaved legacy history hands its model a provider-valid view and answers."""
+    legacy_interleaved(store, "g1")
+    seen: list[list[dict[str, Any]]] = []
+    user, manager = group(store, "g1", tmp_path, seen=seen)
+    chat = user.initiate_chat(manager, message="And Paris?", clear_history=False, silent=True)
+    assert chat.summary == "Forecast: sunny in Paris"
+    assert seen and all(provider_violations(history) == [] for history in seen)
+    assert all(f"Forecast: sunny in {city}" in json.dumps(seen[0]) for city in CITIES)
+
+
 def test_a_duplicate_of_a_finished_request_costs_no_model_call_and_no_tool_run(store: Store, tmp_path: Path) -> None:
     """Delivering a finished request again (same request id) returns its answer from the record: no model call,
     no tool run, nothing stored; also after other requests moved the conversation on."""
@@ -149,21 +177,10 @@ def test_simultaneous_group_chats_on_one_conversation_store_a_provider_valid_his
     store: Store, tmp_path: Path
 ) -> None:
     """Group chat requests running at once on one conversation store whole turns: valid history, one run per call."""
-    import autogen
-
     meet = (str(tmp_path / "meet"), len(CITIES))
 
     def request(city: str) -> str:
-        user = autogen.UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False)
-        assistant = autogen.AssistantAgent("assistant", llm_config=LLM_CONFIG)
-        manager = chatledger_group_chat(
-            store,
-            "g1",
-            [user, assistant],
-            tools=[weather_tool(tmp_path / "effects")],
-            model_client=ScriptedModelClient,
-            model_client_kwargs={"meet": meet, "calls_file": str(tmp_path / "calls")},
-        )
+        user, manager = group(store, "g1", tmp_path, meet=meet, calls_file=str(tmp_path / "calls"))
         chat = user.initiate_chat(manager, message=f"Weather in {city}?", clear_history=False, silent=True)
         return str(chat.summary)
 

@@ -39,6 +39,8 @@ def _model_options(args: dict[str, Any]) -> dict[str, Any]:
     if args.get("meet"):
         folder, expected = args["meet"]
         options["meet"] = (str(folder), int(expected))
+    if args.get("hang_after_tool"):
+        options["hang_after_tool"] = args["hang_after_tool"]
     return options
 
 

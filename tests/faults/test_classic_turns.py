@@ -7,6 +7,7 @@ like a provider, refuses a history whose tool calls are not followed at once by 
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -58,3 +59,31 @@ def test_simultaneous_requests_in_processes_leave_a_history_the_provider_accepts
     assert list(results([spawn("ledger", prompt="And Paris?", **common)])) == ["Forecast: sunny in Paris"]
     with open_store(shared_url) as store:
         assert provider_violations(store.messages("c1")) == []
+
+
+def test_a_worker_killed_mid_turn_stores_nothing_of_it_and_its_retry_runs_the_tool_once(
+    shared_url: str, tmp_path: Path
+) -> None:
+    """A worker SIGKILLed after its tool ran, while waiting for the model, leaves no part of its turn in the
+    conversation: another request goes on with a valid history, and the redelivered job answers with the
+    recorded tool outcome (the tool does not run again)."""
+    hung = tmp_path / "hung"
+    common = {"url": shared_url, "conversation": "c1", "effects": str(tmp_path / "effects")}
+    victim = spawn("ledger", job="job-1", prompt="Weather in Rome?", hang_after_tool=str(hung), **common)
+    deadline = time.monotonic() + 60
+    while not hung.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hung.exists(), victim.communicate(timeout=5)[1][-3000:]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    assert runs(tmp_path / "effects") == ["Rome"]
+    with open_store(shared_url) as store:
+        assert store.messages("c1") == []
+    other = spawn("ledger", job="job-2", prompt="Weather in Oslo?", **common)
+    assert list(results([other])) == ["Forecast: sunny in Oslo"]
+    retry = spawn("ledger", job="job-1", prompt="Weather in Rome?", **common)
+    assert list(results([retry])) == ["Forecast: sunny in Rome"]
+    assert runs(tmp_path / "effects") == ["Rome", "Oslo"]
+    with open_store(shared_url) as store:
+        stored = store.messages("c1")
+    assert provider_violations(stored) == [] and len(stored) == 8

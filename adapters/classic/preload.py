@@ -1,4 +1,9 @@
-"""The provider-valid view of stored classic sends: what a fresh agent is preloaded with.
+"""Preloading fresh classic agents from the log, always with a provider-valid view of it.
+
+:func:`preload_pair` and :func:`preload_group` do what ``send``/``receive`` would
+have done, without calling them (``GroupChatManager.resume`` sends, which would
+fire the hooks again): each stored send is appended to the sender's and the
+recipient's ``chat_messages`` with the roles each of them sees.
 
 Every history the classic adapter hands a model obeys the provider rule
 (:mod:`chatledger.store.validity`): each assistant message with tool calls is
@@ -20,15 +25,16 @@ of a request sees the same view and hits the same recorded model responses.
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from chatledger.adapters.classic.recording import StoredSend, canonical_message, to_openai
+from chatledger.adapters.classic.recording import StoredSend, autogen_module, canonical_message, to_openai
 from chatledger.store.validity import check_provider_valid, provider_violations
 
-__all__ = ["provider_view"]
+__all__ = ["Resolver", "preload_group", "preload_pair", "provider_view", "sender_views"]
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +109,59 @@ def _results_of(calls: list[dict[str, Any]], answers: dict[str, tuple[StoredSend
         replace(source, message=canonical_message({"tool_responses": responses}, source.sender or ""))
         for source, responses in groups.values()
     ]
+
+
+Resolver = Callable[[StoredSend], tuple[Any, Any] | None]
+
+
+def sender_views(message: dict[str, Any], sender_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The message as its sender and as its recipient hold it (what send/receive append)."""
+    normilize_message_to_oai = autogen_module().agentchat.conversable_agent.normilize_message_to_oai
+    _, mine = normilize_message_to_oai(copy.deepcopy(message), name=sender_name, role="assistant")
+    _, theirs = normilize_message_to_oai(copy.deepcopy(message), name=sender_name, role="user")
+    return mine, theirs
+
+
+def preload_pair(sends: Iterable[StoredSend], resolve: Resolver) -> int:
+    """Append stored sends to two agents' histories, each from its own point of view; return the count.
+
+    ``resolve`` maps a send to its (sender, recipient) agents, or None to skip it. The
+    sends are first put in a provider-valid view (:func:`provider_view`).
+    """
+    count = 0
+    for send in provider_view(list(sends)):
+        pair = resolve(send)
+        if pair is None:
+            continue
+        sender, recipient = pair
+        mine, theirs = sender_views(send.message, sender.name)
+        sender.chat_messages[recipient].append(mine)
+        recipient.chat_messages[sender].append(theirs)
+        count += 1
+    return count
+
+
+def preload_group(sends: Iterable[StoredSend], manager: Any, resolve: Callable[[StoredSend], Any]) -> int:
+    """Append stored sends to a group chat as its manager would have relayed them; return the count.
+
+    Each send goes speaker -> manager, into ``groupchat.messages``, and manager ->
+    every other agent, exactly as ``GroupChatManager.run_chat`` does. The sends are
+    first put in a provider-valid view (:func:`provider_view`).
+    """
+    groupchat = manager.groupchat
+    count = 0
+    for send in provider_view(list(sends)):
+        speaker = resolve(send)
+        if speaker is None:
+            continue
+        mine, theirs = sender_views(send.message, speaker.name)
+        speaker.chat_messages[manager].append(mine)
+        manager.chat_messages[speaker].append(theirs)
+        groupchat.append(copy.deepcopy(theirs), speaker)
+        relay_out, relay_in = sender_views(theirs, manager.name)
+        for agent in groupchat.agents:
+            if agent is not speaker:
+                manager.chat_messages[agent].append(copy.deepcopy(relay_out))
+                agent.chat_messages[manager].append(copy.deepcopy(relay_in))
+        count += 1
+    return count
