@@ -39,14 +39,9 @@ from chatledger.store.events import (
 from chatledger.store.external import DomainEventRecorded, PositionTracked
 from chatledger.store.fork import fork
 from chatledger.store.handle import ConversationInfo, Store
-from chatledger.store.tools.executor import (
-    Executor,
-    ToolOutcome,
-    current_idempotency_key,
-    run_worker,
-    tool_result_message_id,
-)
+from chatledger.store.tools.executor import Executor, ToolOutcome, current_idempotency_key, tool_result_message_id
 from chatledger.store.tools.registry import ToolRegistry, tool
+from chatledger.store.tools.worker import run_worker
 from chatledger.store.turns import Admission, Turn, TurnGate
 from chatledger.store.url import open_store
 from chatledger.store.writer import Draft, Writer

@@ -31,7 +31,7 @@ from chatledger.store.errors import (
 from chatledger.store.events import ConversationStarted, ErasedEvent, Event, MessageAppended, event_class
 from chatledger.store.integrity.redaction import Redactor
 from chatledger.store.integrity.verify import Kept, Progress, VerifyReport, verify
-from chatledger.store.messages import pending_tool_calls, validate_message
+from chatledger.store.messages import check_reserved_id, pending_tool_calls, validate_message
 from chatledger.store.writer import FORBIDDEN_IN_IDS, UNCHANGED, Draft, Writer, check_id, new_id, now_iso
 
 if TYPE_CHECKING:
@@ -265,6 +265,7 @@ class Store:
             mid = None if message_ids is None else message_ids[i]
             if mid is not None:
                 check_id(mid, f"message_ids[{i}]")
+                check_reserved_id(mid, msg, f"message_ids[{i}]")
             # Without a client id the message's id is its event id (no key to store or index).
             payload: dict[str, Any] = {"message": msg}
             if meta is not None and meta[i] is not None:

@@ -14,9 +14,12 @@ from typing import Any
 
 from chatledger.store.errors import ValidationError
 
-__all__ = ["ROLES", "pending_tool_calls", "tool_calls_of", "validate_message"]
+__all__ = ["RESULT_ID_PREFIX", "ROLES", "check_reserved_id", "pending_tool_calls", "tool_calls_of", "validate_message"]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+RESULT_ID_PREFIX = "tool-result:"
+"""Message ids ``tool-result:<call id>`` are the executor's: the result of that call, nothing else."""
 
 
 def validate_message(message: Any, where: str = "message") -> dict[str, Any]:
@@ -98,3 +101,25 @@ def pending_tool_calls(messages: list[dict[str, Any]]) -> list[str]:
             if call_id in open_calls:
                 open_calls.remove(call_id)
     return open_calls
+
+
+def check_reserved_id(message_id: str, message: Mapping[str, Any], where: str) -> None:
+    """Refuse a client message under a reserved id it may not take.
+
+    ``tool-result:<call id>`` is where the executor records the result of that call;
+    it admits only a tool message answering that very call (the adapters store
+    the executor's result there too). Anything else under it would become the
+    call's result or keep the real one from being recorded.
+
+    Raises:
+        ValidationError: naming ``where`` (the message id's field).
+    """
+    if not message_id.startswith(RESULT_ID_PREFIX):
+        return
+    call_id = message_id[len(RESULT_ID_PREFIX) :]
+    if message.get("role") != "tool" or message.get("tool_call_id") != call_id:
+        raise ValidationError(
+            where,
+            f"{message_id!r} is reserved for the result of tool call {call_id!r}: "
+            "only a tool message with that tool_call_id may use it",
+        )

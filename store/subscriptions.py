@@ -13,7 +13,10 @@ How "once" is kept:
   conditional ``UPDATE`` that only succeeds when the row is free, expired or
   already ours). A second process running the same subscription finds it held
   and delivers nothing, so two processes never hand the same event to their
-  handlers concurrently.
+  handlers concurrently. The holder renews the lease from a background thread
+  every third of its length while it delivers, handlers included, so a handler
+  slower than the lease keeps it; a holder that finds its lease taken over stops
+  before its next event (``LeaseLost``).
 * **Position after each event.** The position moves with a compare-and-set
   (``WHERE owner = me AND position = <the one I read>``) right after the
   handler returns. Positions are only ever compared for equality and the next
@@ -39,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chatledger.store.clock import SYSTEM_CLOCK, Clock
 from chatledger.store.errors import ChatledgerError, LeaseLost, ValidationError
 
 if TYPE_CHECKING:
@@ -115,6 +119,8 @@ class SubscriptionTracking(Protocol):
     def acquire(self, tenant: str, name: str, owner: str, now: float, until: float) -> SubscriptionState | None: ...
 
     def advance(self, tenant: str, name: str, owner: str, old: int, new: int, until: float) -> bool: ...
+
+    def renew(self, tenant: str, name: str, owner: str, until: float) -> bool: ...
 
     def stop(self, tenant: str, name: str, owner: str, failed: int, error: str) -> None: ...
 
@@ -200,6 +206,14 @@ class SQLTracking:
         )
         return rows is not None
 
+    def renew(self, tenant: str, name: str, owner: str, until: float) -> bool:
+        row = self._one(
+            f"UPDATE subscriptions SET lease_until = %s WHERE tenant = %s AND name = %s AND owner = %s "
+            f"RETURNING {_COLUMNS}",
+            (until, tenant, name, owner),
+        )
+        return row is not None
+
     def stop(self, tenant: str, name: str, owner: str, failed: int, error: str) -> None:
         self._one(
             "UPDATE subscriptions SET status = 'stopped', error = %s, failed_position = %s, updated_at = %s "
@@ -271,6 +285,9 @@ class MemoryTracking:
             updated_at=_now_iso(),
         )
 
+    def renew(self, tenant: str, name: str, owner: str, until: float) -> bool:
+        return self._update(tenant, name, lambda r: r.owner == owner, lease_until=until)
+
     def stop(self, tenant: str, name: str, owner: str, failed: int, error: str) -> None:
         self._update(
             tenant,
@@ -300,11 +317,59 @@ def _tracking(store: Store) -> SubscriptionTracking:
     return store.backend.subscription_tracking()
 
 
+class _LeaseKeeper:
+    """Keeps a subscription's lease alive from a background thread while its consumer delivers.
+
+    The lease is renewed every third of its length, also while a handler runs, so a
+    handler slower than the lease does not let a second consumer take the
+    subscription over and deliver the same event again. When a renewal finds the
+    subscription taken over, :attr:`lost` is set and the consumer stops before its
+    next event.
+    """
+
+    def __init__(self, renew: Callable[[float], bool], lease_seconds: float, clock: Clock) -> None:
+        self._renew, self._lease, self._clock = renew, lease_seconds, clock
+        self._cond = threading.Condition()
+        self._stopped = False
+        self.lost = False
+        self._thread = threading.Thread(target=self._run, name="chatledger-subscription-lease", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        due = self._clock.now() + self._lease / 3
+        while True:
+            with self._cond:
+                while not self._stopped and self._clock.now() < due:
+                    self._clock.wait(self._cond, due - self._clock.now())
+                if self._stopped:
+                    return
+            due = self._clock.now() + self._lease / 3
+            try:
+                kept = self._renew(self._clock.now() + self._lease)
+            except Exception:
+                continue  # the store is unreachable for now: the next third of the lease tries again
+            if not kept:
+                self.lost = True
+                return
+
+
 class Subscription:
     """A named, durable consumer of one tenant's log, delivering each event to ``handler`` once.
 
     Build it with :func:`subscribe` or :meth:`chatledger.store.Store.subscribe`; nothing runs
     until :meth:`run_once` or :meth:`run_forever` is called, in whichever process should consume.
+    The consumer holds a lease on the subscription (``lease_seconds``), renewed in the
+    background while it delivers, handlers included; another consumer takes over only when
+    the holder stopped renewing (it died), after the lease expired.
     """
 
     def __init__(
@@ -317,6 +382,7 @@ class Subscription:
         lease_seconds: float = 30.0,
         poll_interval: float = 0.25,
         worker_id: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         from chatledger.store.writer import check_id
 
@@ -325,10 +391,13 @@ class Subscription:
         self.handler = handler
         if batch < 1:
             raise ValidationError("batch", "must be at least 1")
+        if not lease_seconds > 0:
+            raise ValidationError("lease_seconds", "must be positive")
         self.batch = batch
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.worker_id = worker_id or uuid.uuid4().hex
+        self.clock = clock
 
     def state(self) -> SubscriptionState | None:
         """The stored state (None before the first run)."""
@@ -341,40 +410,48 @@ class Subscription:
 
         Raises:
             SubscriptionStopped: the handler raised (now, or on an earlier run and it was not resumed).
-            LeaseLost: another consumer took over (this one held the lease past its expiry).
+            LeaseLost: another consumer took over (this one stopped renewing its lease in time);
+                this consumer delivered nothing after it noticed.
         """
-        import time
-
-        tracking, tenant, me = _tracking(self.store), self.store.tenant, self.worker_id
+        tracking, tenant, me, clock = _tracking(self.store), self.store.tenant, self.worker_id, self.clock
         peek = tracking.get(tenant, self.name)
         if peek is not None and peek.status == "active" and not self.store.recorder.read_all(peek.position, 1, tenant):
             return 0  # nothing new: an idle poll takes no lock and writes nothing
-        state = tracking.acquire(tenant, self.name, me, time.time(), time.time() + self.lease_seconds)
+        now = clock.now()
+        state = tracking.acquire(tenant, self.name, me, now, now + self.lease_seconds)
         if state is None:
             return 0
         delivered = 0
+
+        def renew(until: float) -> bool:
+            return tracking.renew(tenant, self.name, me, until)
+
+        lost = LeaseLost(f"subscription {self.name!r} was taken over by another consumer")
         try:
-            if state.status == "stopped":
-                raise SubscriptionStopped(state)
-            position = state.position
-            while True:
-                records = self.store.recorder.read_all(position, self.batch, tenant)
-                for record in records:
-                    try:
-                        self.handler(self.store.decode(record, erased_marker=True))
-                    except Exception as exc:
-                        error = f"{type(exc).__name__}: {exc}"
-                        tracking.stop(tenant, self.name, me, record.position, error)
-                        stopped = tracking.get(tenant, self.name)
-                        assert stopped is not None
-                        raise SubscriptionStopped(stopped) from exc
-                    until = time.time() + self.lease_seconds
-                    if not tracking.advance(tenant, self.name, me, position, record.position, until):
-                        raise LeaseLost(f"subscription {self.name!r} was taken over by another consumer")
-                    position = record.position
-                    delivered += 1
-                if len(records) < self.batch:
-                    return delivered
+            with _LeaseKeeper(renew, self.lease_seconds, clock) as keeper:
+                if state.status == "stopped":
+                    raise SubscriptionStopped(state)
+                position = state.position
+                while True:
+                    records = self.store.recorder.read_all(position, self.batch, tenant)
+                    for record in records:
+                        if keeper.lost:
+                            raise lost
+                        try:
+                            self.handler(self.store.decode(record, erased_marker=True))
+                        except Exception as exc:
+                            error = f"{type(exc).__name__}: {exc}"
+                            tracking.stop(tenant, self.name, me, record.position, error)
+                            stopped = tracking.get(tenant, self.name)
+                            assert stopped is not None
+                            raise SubscriptionStopped(stopped) from exc
+                        until = clock.now() + self.lease_seconds
+                        if not tracking.advance(tenant, self.name, me, position, record.position, until):
+                            raise lost
+                        position = record.position
+                        delivered += 1
+                    if len(records) < self.batch:
+                        return delivered
         finally:
             tracking.release(tenant, self.name, me)
 

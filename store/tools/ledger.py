@@ -26,6 +26,7 @@ reading streams: ``requested``, ``retry`` (``lease_until`` = not before),
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -43,6 +44,7 @@ from chatledger.store.events import (
     register_event,
 )
 from chatledger.store.handle import Store
+from chatledger.store.messages import RESULT_ID_PREFIX
 from chatledger.store.writer import Draft, Writer
 
 __all__ = [
@@ -83,8 +85,12 @@ class ToolCallLeaseRenewed(Event):
 
 
 def tool_result_message_id(tool_call_id: str) -> str:
-    """The message id of the tool-result message answering ``tool_call_id``."""
-    return f"tool-result:{tool_call_id}"
+    """The message id of the tool-result message answering ``tool_call_id``.
+
+    The id is reserved: a client may store a message under it only if that message is
+    a tool result answering this very call (see :func:`chatledger.store.messages.check_reserved_id`).
+    """
+    return f"{RESULT_ID_PREFIX}{tool_call_id}"
 
 
 def idempotency_key(conversation_id: str, tool_call_id: str) -> str:
@@ -387,7 +393,11 @@ def record_outcome(
         mid = tool_result_message_id(call_id)
         message = result_message(call_id, content)
         payload = {"message_id": mid, "message": message, "meta": {"executor": {"status": status}}}
-        w.append(conv, [Draft(MessageAppended, payload, key=mid)])
+        # A ConflictError here means the client answered the call itself under this id (a tool
+        # message for this call, the only kind the id admits): the conversation keeps that
+        # answer, the ledger the real outcome. The refusal comes before anything is written.
+        with suppress(ConflictError):
+            w.append(conv, [Draft(MessageAppended, payload, key=mid)])
 
 
 def final_draft(kind: str, payload: dict[str, Any]) -> Draft:

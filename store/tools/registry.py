@@ -58,6 +58,8 @@ class Tool:
             value = json.loads(arguments) if arguments.strip() else {}
         except ValueError as exc:
             raise ValidationError("arguments", f"are not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValidationError("arguments", "are nested too deeply to parse") from None
         if not isinstance(value, dict):
             raise ValidationError("arguments", f"must be a JSON object, got {type(value).__name__}")
         schema = self.schema

@@ -68,3 +68,19 @@ def slow_once(seconds: float) -> str:
     if bump() == 1:
         time.sleep(seconds)
     return "done"
+
+
+@registry.register
+def brief(item: int) -> str:
+    """Count a run, pause a few milliseconds (long against a tiny lease), echo the item."""
+    bump()
+    time.sleep(0.004)
+    return f"item {item}"
+
+
+@registry.register(idempotent=True)
+def brief_idempotent(item: int) -> str:
+    """Like brief, but idempotent: a lost lease would make it run again."""
+    bump()
+    time.sleep(0.004)
+    return f"item {item}"
