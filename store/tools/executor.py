@@ -99,6 +99,8 @@ class Executor(StepMachine):
         self.poll_seconds = poll_seconds
         self.clock = clock
         self._renewer = LeaseRenewer(store, lease_seconds, clock)
+        self.passed_over = 0
+        """Calls :meth:`work_through` could not advance (logged and passed over), in all."""
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -260,6 +262,7 @@ class Executor(StepMachine):
                 finished += outcome is not None
             except Exception:
                 ready = None
+                self.passed_over += 1
                 _log.exception("tool call %s of conversation %s could not be advanced", current[1], current[0])
         return finished
 

@@ -86,11 +86,12 @@ def run_worker(
         rng.shuffle(ready)
         if max_calls is not None:
             ready = ready[: max_calls - finished]
+        refused = executor.passed_over
         advanced = executor.work_through([(h.conversation_id, _call_id_of(h.stream_id)) for h in ready], done)
         finished += advanced
         idle_since = time.monotonic()
-        if not advanced and not done():
-            # Lost every race, or every call was refused by the store: do not spin on them.
+        if not advanced and executor.passed_over > refused and not done():
+            # Every call the store could not advance: do not spin on them.
             if stop is not None:
                 stop.wait(poll_seconds)
             else:

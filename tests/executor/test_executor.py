@@ -25,6 +25,7 @@ from chatledger.store import (
     tool,
     tool_result_message_id,
 )
+from chatledger.store.clock import ManualClock
 from chatledger.store.tools.ledger import claim_call, final_draft, load_call, record_outcome, renew_lease
 
 from .checks import assert_model_ready, assistant, call, successes
@@ -316,9 +317,11 @@ def test_expired_lease_on_a_non_idempotent_tool_becomes_outcome_unknown(store: S
 
 
 def test_close_pending_answers_dangling_calls(store: Store, counter: Counter) -> None:
-    """close_pending answers never-run and held calls so history() no longer raises; late holders lose."""
+    """close_pending answers never-run calls and calls whose holder died (its lease ran out) so history()
+    no longer raises; late holders lose."""
     conv = start(store)
-    ex = Executor(store, counter.registry)
+    clock = ManualClock(time.time())
+    ex = Executor(store, counter.registry, clock=clock)
     store.append(
         conv,
         [
@@ -337,6 +340,7 @@ def test_close_pending_answers_dangling_calls(store: Store, counter: Counter) ->
     assert held is not None
     with pytest.raises(PendingToolCallsError):
         store.history(conv)
+    clock.advance(31)  # the holder died: nobody renews its 30 s lease
     answers = ex.close_pending(conv, reason="interrupted by the user")
     assert [a["tool_call_id"] for a in answers] == ["a", "b", "c"]
     assert answers[0]["content"] == "2"
