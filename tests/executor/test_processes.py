@@ -18,32 +18,17 @@ from chatledger.store.tools.ledger import load_call
 
 from . import toolbox
 from .checks import assert_model_ready, assistant, call, successes
+from .workers import start_worker, worker_env
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "chatledger.adapters.cli"]
-TOOLS = "tests.executor.toolbox:registry"
 
 pytestmark = pytest.mark.slow
 
 
-def env_for(counters: Path) -> dict[str, str]:
-    """The environment of a worker process: the test tools importable, counting into ``counters``."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["CHATLEDGER_TEST_COUNTERS"] = str(counters)
-    return env
-
-
 def worker(url: str, counters: Path, *flags: str) -> subprocess.Popen[str]:
     """Start ``chatledger worker`` as a subprocess."""
-    return subprocess.Popen(
-        [*CLI, "--db", url, "worker", "--tools", TOOLS, "--poll", "0.05", *flags],
-        env=env_for(counters),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_worker(url, counters, "--poll", "0.05", *flags)
 
 
 def wait_for(predicate: object, timeout: float = 30.0) -> None:
@@ -150,7 +135,7 @@ def test_cli_worker_and_audit_json(tmp_path: Path) -> None:
     proc = worker(url, counters, "--max-calls", "2", "--worker-id", "cli-worker")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "finished 2 tool calls" in err
-    env = env_for(counters)
+    env = worker_env(counters)
     out = subprocess.run(
         [*CLI, "--db", url, "audit", "--json"], env=env, cwd=REPO, capture_output=True, text=True, check=True
     )

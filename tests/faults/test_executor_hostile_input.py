@@ -13,7 +13,7 @@ from chatledger.store.tools.ledger import load_call
 
 from ..executor import toolbox
 from ..executor.checks import assert_model_ready, assistant, call
-from .workers import start_worker
+from ..executor.workers import start_worker
 
 
 def test_a_client_cannot_take_the_executors_result_id(store: Store) -> None:

@@ -11,7 +11,7 @@ from chatledger.store.tools.ledger import load_call
 
 from ..executor import toolbox
 from ..executor.checks import assert_model_ready, assistant, call, successes
-from .workers import start_worker
+from ..executor.workers import start_worker
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
