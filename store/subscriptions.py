@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chatledger.store.clock import SYSTEM_CLOCK, Clock
-from chatledger.store.errors import ChatledgerError, LeaseLost, ValidationError
+from chatledger.store.errors import ChatledgerError, ConflictError, LeaseLost, ValidationError
 
 if TYPE_CHECKING:
     from chatledger.store.events import Event
@@ -148,8 +148,16 @@ class SQLTracking:
         self._transaction = transaction
         self._read = read
         self._ph = placeholder
-        with self._transaction() as run:
-            run(SCHEMA)
+        for attempt in range(3):
+            try:
+                with self._transaction() as run:
+                    run(SCHEMA)
+                return
+            except ConflictError:
+                # PostgreSQL: processes creating the table at once collide on its catalog row
+                # even with IF NOT EXISTS; the winner's table stands, so look again.
+                if attempt == 2:
+                    raise
 
     def _sql(self, sql: str) -> str:
         return sql.replace("%s", self._ph)
