@@ -94,19 +94,24 @@ def stream_prefix(namespace: str, purpose: str) -> str:
     return f"eventsourcing{CALL_SEPARATOR}{namespace}{CALL_SEPARATOR}{purpose}{CALL_SEPARATOR}"
 
 
+def _translation(exc: ChatledgerError) -> DatabaseError:
+    """chatledger's error as eventsourcing's: a refused version or position is its ``IntegrityError``."""
+    if isinstance(exc, ConflictError | ConcurrencyError):
+        return IntegrityError(str(exc))
+    if isinstance(exc, ValidationError):
+        return DataError(str(exc))
+    if isinstance(exc, BackendUnavailable):
+        return OperationalError(str(exc))
+    return DatabaseError(str(exc))
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
-    """chatledger's errors as eventsourcing's: a refused version or position is its ``IntegrityError``."""
+    """Raise chatledger's errors from the block as eventsourcing's (see :func:`_translation`)."""
     try:
         yield
-    except (ConflictError, ConcurrencyError) as exc:
-        raise IntegrityError(str(exc)) from exc
-    except ValidationError as exc:
-        raise DataError(str(exc)) from exc
-    except BackendUnavailable as exc:
-        raise OperationalError(str(exc)) from exc
     except ChatledgerError as exc:
-        raise DatabaseError(str(exc)) from exc
+        raise _translation(exc) from exc
 
 
 class _StoreBound:
@@ -190,8 +195,9 @@ class ChatledgerAggregateRecorder(_StoreBound, AggregateRecorder):
         return None
 
     def _insert(self, stored_events: Sequence[StoredEvent], tracking: Tracking | None) -> list[int]:
-        runs = self._runs(stored_events)
-        with _translated():
+        # Errors are translated with try/except rather than a context manager: this is the hot path.
+        try:
+            runs = self._runs(stored_events)
             if tracking is None and len(runs) == 1 and self._append_alone is not None:
                 # One stream, nothing else: the backend may send it as one statement.
                 append_alone = self._append_alone
@@ -202,6 +208,8 @@ class ChatledgerAggregateRecorder(_StoreBound, AggregateRecorder):
                 if tracking is not None:
                     self._track(w, tracking)
                 return self._write(w, runs)
+        except ChatledgerError as exc:
+            raise _translation(exc) from exc
 
     def _track(self, w: Writer, tracking: Tracking) -> None:
         raise DataError(f"{type(self).__name__} records no tracking")  # pragma: no cover
@@ -211,9 +219,7 @@ class ChatledgerAggregateRecorder(_StoreBound, AggregateRecorder):
         runs: list[tuple[str, list[Draft]]] = []
         prefix = self._events_prefix
         for event in stored_events:
-            oid = str(event.originator_id)
-            with _translated():
-                check_id(oid, "originator_id")
+            oid = check_id(str(event.originator_id), "originator_id")
             stream_id = prefix + oid
             text, encoded = _state_text(event.state)
             payload: dict[str, Any] = {
@@ -224,7 +230,7 @@ class ChatledgerAggregateRecorder(_StoreBound, AggregateRecorder):
             }
             if encoded:
                 payload["encoding"] = "base64"
-            draft = Draft(DomainEventRecorded, payload)
+            draft = Draft(DomainEventRecorded, payload, None, "state")
             if runs and runs[-1][0] == stream_id:
                 runs[-1][1].append(draft)
             else:
@@ -422,15 +428,20 @@ class ChatledgerApplicationRecorder(ChatledgerAggregateRecorder, ApplicationReco
         """The id of this application's newest event, or None when it has none.
 
         The store's log holds other events too: the first call scans the log once, later calls
-        only what was appended since.
+        only what was appended since (positions increase in the order readers see events, so
+        nothing appears behind the point scanned to).
         """
+        recorder, tenant, prefix = self.store.recorder, self.store.tenant, self._events_prefix
         with self._scan_lock, _translated():
-            for record in self._scan(self._scanned, None, 1000):
-                self._max = record.position
-            self._scanned = max(self._scanned, self.store.last_position())
-            if self._max is not None and self._max > self._scanned:  # pragma: no cover
-                self._scanned = self._max
-            return self._max
+            while True:
+                page = recorder.read_all(self._scanned, 1000, tenant)
+                for record in page:
+                    if record.type == _EVENT_TYPE and record.stream_id.startswith(prefix):
+                        self._max = record.position
+                if page:
+                    self._scanned = page[-1].position
+                if len(page) < 1000:
+                    return self._max
 
     def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> ChatledgerSubscription:
         """This application's events after ``gt`` as they are recorded, in any process.

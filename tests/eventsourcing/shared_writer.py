@@ -1,6 +1,6 @@
 """A process that writes to a shared store: an eventsourcing application, or a chatledger conversation.
 
-    python -c "from tests.eventsourcing.shared_writer import main; main()" es|chat URL COUNT
+    python -c "from tests.eventsourcing.shared_writer import main; main()" es|aggregates|chat URL COUNT
 
 It prints the ids it wrote (aggregate ids, or the conversation id) as JSON.
 """
@@ -50,6 +50,18 @@ def write_es(url: str, count: int) -> list[str]:
     return ids
 
 
+def write_aggregates(url: str, count: int) -> list[str]:
+    """Save ``count`` new aggregates one by one, each its own insert (a writer racing others)."""
+    app = Application[UUID](env={"PERSISTENCE_MODULE": "chatledger.adapters.eventsourcing", "CHATLEDGER_URL": url})
+    ids = []
+    for _ in range(count):
+        aggregate = Aggregate()
+        app.save(aggregate)
+        ids.append(str(aggregate.id))
+    app.close()
+    return ids
+
+
 def write_chat(url: str, count: int) -> list[str]:
     from chatledger.store import open_store
 
@@ -66,5 +78,6 @@ def main() -> None:
     """Write as the arguments say; the classes are imported from this module, never ``__main__``,
     so that their topics resolve in every process."""
     kind, target, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    written = write_es(target, n) if kind == "es" else write_chat(target, n)
+    write = {"es": write_es, "aggregates": write_aggregates, "chat": write_chat}[kind]
+    written = write(target, n)
     print(json.dumps(written))

@@ -117,3 +117,23 @@ def test_versions_may_start_anywhere_but_not_leave_gaps(tmp_path: Path) -> None:
     assert [e.originator_version for e in recorder.select_events(oid, gt=10, lte=12)] == [11, 12]
     assert [e.originator_version for e in recorder.select_events(oid, desc=True, limit=2)] == [12, 11]
     store.close()
+
+
+def test_chatledger_subscriptions_and_the_log_see_application_events(tmp_path: Path) -> None:
+    """A chatledger durable subscription delivers an application's events, in log order, beside conversations';
+    the application's newest notification id stays its own when other events follow it."""
+    url = f"sqlite:///{tmp_path / 'subscribed.db'}"
+    app = _app(url)
+    first = app.save(Aggregate())
+    store = open_store(url)
+    conversation = store.start_conversation(messages=[{"role": "user", "content": "hi"}])
+    assert app.recorder.max_notification_id() == first[-1].notification.id
+    second = app.save(Aggregate())
+    assert app.recorder.max_notification_id() == second[-1].notification.id
+    seen: list[str] = []
+    subscription = store.subscribe("audit", lambda event: seen.append(event.TYPE))
+    subscription.run_once()
+    assert seen == [DomainEventRecorded.TYPE, "conversation.started", "message.appended", DomainEventRecorded.TYPE]
+    assert [c.conversation_id for c in store.conversations()] == [conversation]
+    app.close()
+    store.close()
