@@ -183,8 +183,9 @@ class ChatledgerAggregateRecorder(_StoreBound, AggregateRecorder):
         super().__init__(*args, **kwargs)
         self.sparse = self.purpose != "events"
         self._kind = f"eventsourcing.{self.purpose}"
-        self._append_alone: Callable[[Callable[[WriteTransaction], list[int]]], list[int]] | None = getattr(
-            self.store.recorder, "append_alone", None
+        # The backend may send a lone append to one stream as one statement (SQLite, PostgreSQL).
+        self._append_alone: Callable[[Callable[[WriteTransaction], list[int]]], list[int]] = (
+            self.store.backend.append_alone
         )
 
     # -- writing ------------------------------------------------------------------------------
@@ -198,8 +199,7 @@ class ChatledgerAggregateRecorder(_StoreBound, AggregateRecorder):
         # Errors are translated with try/except rather than a context manager: this is the hot path.
         try:
             runs = self._runs(stored_events)
-            if tracking is None and len(runs) == 1 and self._append_alone is not None:
-                # One stream, nothing else: the backend may send it as one statement.
+            if tracking is None and len(runs) == 1:
                 append_alone = self._append_alone
                 return append_alone(lambda tx: self._write(Writer(self.store, tx), runs))
             if not runs and tracking is None:
