@@ -28,6 +28,7 @@ class StoreCase(unittest.TestCase):
     """Opens ``self.url`` (a fresh database of ``backend``) before each test and cleans it up after."""
 
     backend: ClassVar[str] = "sqlite"
+    __test__ = False  # pytest collects every TestCase: only the per-backend subclasses run
 
     def setUp(self) -> None:
         # No super().setUp(): a case class that needs the URL in its own setUp calls this first.
@@ -74,7 +75,7 @@ def per_backend(module: str, bases: dict[str, type], backends: tuple[str, ...]) 
     """A ``Test<Name><Backend>`` subclass of each base for each backend, to put in a test module's globals."""
     return {
         f"Test{name}{SUFFIXES[backend]}": type(
-            f"Test{name}{SUFFIXES[backend]}", (base,), {"backend": backend, "__module__": module}
+            f"Test{name}{SUFFIXES[backend]}", (base,), {"backend": backend, "__module__": module, "__test__": True}
         )
         for backend in backends
         for name, base in bases.items()
