@@ -24,6 +24,7 @@ class _Tx:
         self.records: list[Record] = []
         self.next_position = rec._next_position
         self.event_ids: set[str] = set()
+        self.keys: set[tuple[str, str]] = set()  # (stream, key) of the records inserted here
         self.versions: dict[str, int] = {}  # the last version each stream reached in this transaction
 
     def head(self, stream_id: str) -> StreamHead | None:
@@ -61,9 +62,15 @@ class _Tx:
                 last = stream[-1].version if stream else 0
             if new.version <= last:
                 raise ConflictError(f"stream {new.stream_id!r} has version {new.version} already")
+            if new.key is not None and (
+                (new.stream_id, new.key) in self._rec._by_key or (new.stream_id, new.key) in self.keys
+            ):
+                raise ConflictError(f"stream {new.stream_id!r} has key {new.key!r} already")
             rec = Record(self.next_position, *new[:-1])
             self.records.append(rec)
             self.event_ids.add(new.event_id)
+            if new.key is not None:
+                self.keys.add((new.stream_id, new.key))
             self.versions[new.stream_id] = new.version
             positions.append(self.next_position)
             self.next_position += 1

@@ -255,7 +255,10 @@ class _Tx:
             sid = self._sid(r.stream_id)
             if sid is None:
                 raise ConflictError(f"stream {r.stream_id!r} does not exist")
-            positions.append(_insert_one(self._conn, sid, self._type_code(r.type), r))
+            try:
+                positions.append(_insert_one(self._conn, sid, self._type_code(r.type), r))
+            except sqlite3.Error as exc:  # a stored version or key: the driver's error never escapes
+                raise _translate(exc, "appending") from exc
             known = self.heads.get(r.stream_id)
             if known is not None:
                 self.heads[r.stream_id] = (sid, _moved(known[1], r))

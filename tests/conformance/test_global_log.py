@@ -1,4 +1,4 @@
-"""Global-log contract that the PostgreSQL backend made explicit, run on every backend.
+"""The global log's contract (made explicit by the PostgreSQL backend), run on every backend.
 
 Positions are unique; readers continue after the position of the last event they saw
 (never comparing positions), and a tailing reader never skips or repeats an event.
