@@ -59,16 +59,15 @@ def fork(
     info = store.conversation(conversation_id)
     version = info.version if at_version is None else at_version
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= info.version:
-        raise ValidationError("at_version", f"must be between 1 and {info.version}, got {at_version!r}")
+        got = at_version if isinstance(at_version, int) else type(at_version).__name__
+        raise ValidationError("at_version", f"must be between 1 and {info.version}, got {got}")
     target = uuid.uuid4().hex if new_id is None else check_id(new_id, "new_id")
+    meta, meta_text = store.metadata_text(info.metadata if metadata is None else metadata, "metadata")
     events = store.events(conversation_id, 0, version)
     drafts: list[Draft] = [
         Draft(
             ConversationStarted,
-            {
-                "metadata": dict(info.metadata if metadata is None else metadata),
-                "forked_from": {"conversation_id": conversation_id, "version": version},
-            },
+            {"metadata": meta, "forked_from": {"conversation_id": conversation_id, "version": version}},
         )
     ]
     answered: list[str] = []
@@ -90,7 +89,6 @@ def fork(
     with store.transaction() as w:
         if w.head(target) is not None:
             raise ConflictError(f"conversation {target!r} exists already")
-        meta_text = store._dumps(drafts[0].payload["metadata"], "metadata")
         w.create_stream(target, target, "conversation", metadata=meta_text)
         w.append(target, drafts)
         for call_id, requested, final in calls:

@@ -12,6 +12,7 @@ size limits and the hash chain.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,13 +33,23 @@ from chatledger.store.events import ConversationStarted, ErasedEvent, Event, Mes
 from chatledger.store.integrity.redaction import Redactor
 from chatledger.store.integrity.verify import Kept, Progress, VerifyReport, verify
 from chatledger.store.messages import check_reserved_id, pending_tool_calls, validate_message
-from chatledger.store.writer import FORBIDDEN_IN_IDS, UNCHANGED, Draft, Writer, check_id, new_id, now_iso
+from chatledger.store.writer import (
+    FORBIDDEN_IN_IDS,
+    UNCHANGED,
+    Draft,
+    Writer,
+    check_count,
+    check_id,
+    new_id,
+    now_iso,
+)
 
 if TYPE_CHECKING:
     from chatledger.store.subscriptions import Subscription
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
+    "MAX_NESTING",
     "ConversationInfo",
     "Draft",
     "PayloadCodec",
@@ -50,6 +61,13 @@ __all__ = [
 ]
 
 DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
+MAX_NESTING = 100
+"""How deeply a message, its ``meta`` or conversation metadata may nest objects and lists.
+
+Well below Python's recursion limit (1000), so that whatever is stored can be encoded,
+decoded and folded from a request handler's stack, however deep (tests read at 200
+frames and in a thread with a 256 KiB stack). Deeper input is a ValidationError.
+"""
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -181,13 +199,9 @@ class Store:
             ValidationError: the id, metadata or a message cannot be stored; nothing is written.
         """
         conv = new_id() if conversation_id is None else check_id(conversation_id, "conversation_id")
-        meta = self._redact(dict(metadata or {}))
-        meta_text = self._dumps(meta, "metadata")
-        if not meta_text.isascii():
-            try:
-                meta_text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValidationError("metadata", "contains invalid unicode (a lone surrogate)") from None
+        meta, meta_text = self.metadata_text(metadata, "metadata")
+        if forked_from is not None and not isinstance(forked_from, Mapping):
+            raise ValidationError("forked_from", f"must be an object, got {type(forked_from).__name__}")
         start = Draft(ConversationStarted, {"metadata": meta, "forked_from": dict(forked_from or {}) or None})
         drafts = [start, *self._message_drafts(messages, message_ids, None)]
         try:
@@ -240,6 +254,7 @@ class Store:
         """
         drafts = self._message_drafts(messages, message_ids, meta)
         check_id(conversation_id, "conversation_id")
+        check_count(expected_version, "expected_version")
 
         def body(tx: WriteTransaction) -> list[Event]:
             return Writer(self, tx).append(conversation_id, drafts, expected_version=expected_version)
@@ -254,10 +269,16 @@ class Store:
     ) -> list[Draft]:
         if type(messages) is not list and (isinstance(messages, Mapping | str) or not isinstance(messages, Sequence)):
             raise ValidationError("messages", "must be a list of message objects")
+        if message_ids is not None and (
+            isinstance(message_ids, Mapping | str) or not isinstance(message_ids, Sequence)
+        ):
+            raise ValidationError("message_ids", "must be a list with one id (or None) per message")
         if message_ids is not None and len(message_ids) != len(messages):
             raise ValidationError("message_ids", "must have one entry per message")
-        if meta is not None and len(meta) != len(messages):
-            raise ValidationError("meta", "must have one entry per message")
+        if meta is not None and (
+            isinstance(meta, Mapping | str) or not isinstance(meta, Sequence) or len(meta) != len(messages)
+        ):
+            raise ValidationError("meta", "must be a list with one entry (an object or None) per message")
         drafts = []
         for i, message in enumerate(messages):
             where = f"messages[{i}]"
@@ -269,6 +290,8 @@ class Store:
             # Without a client id the message's id is its event id (no key to store or index).
             payload: dict[str, Any] = {"message": msg}
             if meta is not None and meta[i] is not None:
+                if not isinstance(meta[i], Mapping):
+                    raise ValidationError(f"meta[{i}]", f"must be an object or None, got {type(meta[i]).__name__}")
                 payload["meta"] = dict(meta[i] or {})
             drafts.append(Draft(MessageAppended, payload, mid, where))
         return drafts
@@ -285,12 +308,43 @@ class Store:
         """The one place secrets are redacted: every payload and metadata pass through here."""
         return payload if self.redactor is None else self.redactor.redact(payload)
 
+    def redacted(self, value: Any) -> Any:
+        """``value`` as this store would write it: with secrets replaced when a redactor is set.
+
+        For what the store keeps outside event payloads (a subscription's error text).
+        """
+        return self._redact(value)
+
+    def metadata_text(self, metadata: Any, field: str) -> tuple[dict[str, Any], str]:
+        """Conversation metadata checked (an object, JSON, unicode, depth) and redacted, and its stored text.
+
+        Raises:
+            ValidationError: naming ``field``; nothing is written.
+        """
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, Mapping):
+            raise ValidationError(field, f"must be an object, got {type(metadata).__name__}")
+        for key in metadata:
+            if not isinstance(key, str):
+                raise ValidationError(field, f"keys must be strings, got {key!r}")
+        meta = self._redact(dict(metadata))
+        text = self._dumps(meta, field)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValidationError(field, "contains invalid unicode (a lone surrogate)") from None
+        _check_nesting(meta, text, field, 0)
+        return meta, text
+
     def _encode_payload(self, conversation_id: str, draft: Draft, payload: Mapping[str, Any]) -> tuple[str, str]:
         """A draft's payload as JSON text, checked (JSON, unicode, size), and as stored (through the codec)."""
         try:
             text = "".join(_JSON_PARTS(payload if self.redactor is None else self.redactor.redact(payload), 0))
         except (RecursionError, TypeError, ValueError) as exc:
             raise _not_json(draft, exc) from None
+        _check_nesting(payload, text, draft, 1)
         if text.isascii():
             size = len(text)
         else:
@@ -361,7 +415,9 @@ class Store:
     # -- reading ------------------------------------------------------------------------------
 
     def _head(self, conversation_id: str) -> StreamHead:
-        valid = isinstance(conversation_id, str) and FORBIDDEN_IN_IDS.search(conversation_id) is None
+        if not isinstance(conversation_id, str):
+            raise ValidationError("conversation_id", f"must be a string, got {type(conversation_id).__name__}")
+        valid = FORBIDDEN_IN_IDS.search(conversation_id) is None
         head = self.recorder.get_head(conversation_id) if valid else None
         if head is None or head.tenant != self.tenant or head.kind != "conversation":
             raise NotFoundError(f"conversation {conversation_id!r} does not exist")
@@ -388,7 +444,15 @@ class Store:
             limit: at most this many.
             metadata: only conversations whose metadata has these key/value pairs.
             since: only conversations active at or after this ISO-8601 UTC time.
+
+        Raises:
+            ValidationError: an argument of the wrong type.
         """
+        check_count(limit, "limit")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise ValidationError("metadata", f"must be an object, got {type(metadata).__name__}")
+        if since is not None and not isinstance(since, str):
+            raise ValidationError("since", f"must be an ISO-8601 time, got {type(since).__name__}")
         if not metadata and since is None:
             return [_info(h) for h in self.recorder.list_heads("conversation", self.tenant, limit)]
         out = []
@@ -405,11 +469,19 @@ class Store:
 
     def events(self, conversation_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """A conversation's events with version > ``after``, in order."""
+        check_count(after, "after")
+        check_count(limit, "limit")
         self._head(conversation_id)
         return [self.decode(r) for r in self.recorder.read_stream(conversation_id, after, limit)]
 
     def stream_events(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """Any stream's events (a tool call's, a side stream's), scoped to this tenant."""
+        check_count(after, "after")
+        check_count(limit, "limit")
+        if not isinstance(stream_id, str):
+            raise ValidationError("stream_id", f"must be a string, got {type(stream_id).__name__}")
+        if _NEVER_IN_STREAM_IDS.search(stream_id) is not None:
+            return []  # no stream has such an id (stream ids join ids with a control character)
         return [self.decode(r) for r in self.recorder.read_stream(stream_id, after, limit) if r.tenant == self.tenant]
 
     def read_all(self, after: int = 0, limit: int | None = None) -> list[Event]:
@@ -417,10 +489,14 @@ class Store:
 
         An erased conversation's events come as :class:`~chatledger.store.events.ErasedEvent` markers.
         """
+        check_count(after, "after")
+        check_count(limit, "limit")
         return [self.decode(r, erased_marker=True) for r in self.recorder.read_all(after, limit, self.tenant)]
 
     def iter_all(self, after: int = 0, batch: int = 1000) -> Iterator[Event]:
         """Stream this tenant's whole log in global order without loading it into memory (erased: markers)."""
+        check_count(after, "after")
+        check_count(batch, "batch", 1)
         for record in self.recorder.iter_all(after, batch, self.tenant):
             yield self.decode(record, erased_marker=True)
 
@@ -440,6 +516,7 @@ class Store:
 
     def messages(self, conversation_id: str, as_of: int | None = None) -> list[dict[str, Any]]:
         """The conversation's messages exactly as appended, up to version ``as_of``."""
+        check_count(as_of, "as_of")
         self._head(conversation_id)
         payloads = self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of)
         loads = json.loads
@@ -542,6 +619,33 @@ def _erased(record: Record) -> ErasedEvent:
         tenant=record.tenant,
         erased_type=record.type,
     )
+
+
+_NEVER_IN_STREAM_IDS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_nesting(value: Any, text: str, where: str | Draft, envelope: int) -> None:
+    """Refuse ``value`` (encoded as ``text``) when it nests deeper than MAX_NESTING (plus ``envelope``).
+
+    Counting brackets in the text bounds the depth from above, at C speed; only a
+    payload with more brackets than the limit is walked (iteratively).
+    """
+    limit = MAX_NESTING + envelope
+    if text.count("[") + text.count("{") <= limit:
+        return
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            raise ValidationError(_where(where), f"nests objects and lists deeper than {MAX_NESTING} levels")
+        stack.extend((child, depth) for child in children)
 
 
 def _where(what: str | Draft) -> str:

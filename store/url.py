@@ -61,6 +61,9 @@ def open_store(
         ValidationError: no backend serves the URL's scheme, or a key is malformed or missing.
     """
     url = resolve_url(url)
+    if not isinstance(url, str):
+        raise ValidationError("url", f"must be a string, got {type(url).__name__}")
+    _check_store_options(max_event_bytes, signing_key, redactor, encryption)
     backend = open_backend(url, **options)
     if signing_key is None and os.environ.get(SIGNING_KEY_ENV):
         signing_key = os.environ[SIGNING_KEY_ENV].encode("utf-8")
@@ -77,6 +80,26 @@ def open_store(
         url=url,
         redactor=redactor or None,
     )
+
+
+def _check_store_options(max_event_bytes: Any, signing_key: Any, redactor: Any, encryption: Any) -> None:
+    """Refuse option values of the wrong type with a ValidationError naming the option."""
+    if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int) or max_event_bytes < 1:
+        raise ValidationError("max_event_bytes", f"must be a positive integer, got {_shown(max_event_bytes)}")
+    if signing_key is not None and not isinstance(signing_key, bytes):
+        raise ValidationError("signing_key", f"must be bytes, got {type(signing_key).__name__}")
+    if not (redactor is None or isinstance(redactor, bool) or callable(getattr(redactor, "redact", None))):
+        raise ValidationError("redactor", "must be True, False, None or an object with redact(value)")
+    if not (encryption is None or isinstance(encryption, bool | bytes | str)):
+        raise ValidationError("encryption", "must be a master key (bytes or base64 text), True, False or None")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: short, and never the repr of a deep structure."""
+    if isinstance(value, str | int | float | bytes | None):
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return f"a {type(value).__name__}"
 
 
 def _encrypting_codec(backend: Backend, encryption: bool | bytes | str | None) -> PayloadCodec | None:

@@ -44,6 +44,7 @@ __all__ = [
     "UNCHANGED",
     "Draft",
     "Writer",
+    "check_count",
     "check_id",
     "event_id_for",
     "new_id",
@@ -139,6 +140,23 @@ def check_id(value: Any, what: str) -> str:
     if bad is not None:
         raise ValidationError(what, f"contains the control or surrogate character {bad.group()!r}")
     return value
+
+
+MAX_COUNT = (1 << 63) - 1
+
+
+def check_count(value: Any, what: str, low: int = 0) -> None:
+    """Validate a version, position or limit argument: None or an int from ``low`` to 2**63 - 1.
+
+    Raises:
+        ValidationError: naming ``what``; a bool, a float or a number no backend column can hold.
+    """
+    if value is None:
+        return
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValidationError(what, f"must be an integer, got {type(value).__name__}")
+    if not low <= value <= MAX_COUNT:
+        raise ValidationError(what, f"must be between {low} and 2**63 - 1, got {value}")
 
 
 class Writer:

@@ -365,11 +365,23 @@ class SQLiteReadModels:
             f'FROM "{fts}" JOIN "{table.name}" t ON t.{_rowid(table)} = "{fts}".rowid '
             f'WHERE "{fts}" MATCH ?{clause} ORDER BY "{fts}".rank LIMIT ?'
         )
+        match = _fts_literal(query)
+        if not match:
+            return []
         db = self._db()
-        cur = db.conn.execute(sql, [db.quote_fts(query), *where.values(), limit])
+        cur = db.conn.execute(sql, [match, *where.values(), limit])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     def close(self) -> None:
         """Close this module's own connections."""
         self._dbs.close()
+
+
+def _fts_literal(query: str) -> str:
+    """An FTS5 query matching each whitespace-separated word of ``query`` literally (all of them).
+
+    Each word becomes an FTS5 string (quotes doubled), so no character of the query
+    (quotes, ``*``, ``NOT``, ``:``, parentheses) is taken as syntax.
+    """
+    return " ".join('"' + word.replace('"', '""') + '"' for word in query.split())

@@ -21,6 +21,7 @@ from chatledger.projections.pages import Page
 from chatledger.projections.runner import ProjectionRunner, read_models
 from chatledger.projections.tables import Payload, Row, Table, Tables
 from chatledger.store import ConversationStarted, Event, MessageAppended, Store, ValidationError
+from chatledger.store.writer import FORBIDDEN_IN_IDS, check_count
 
 __all__ = ["ConversationIndex", "IndexEntry", "conversation_index", "message_text"]
 
@@ -231,8 +232,11 @@ def conversation_index(
     Raises:
         ValidationError: an unknown ``order_by``.
     """
-    if order_by not in _ORDERS:
+    if not isinstance(order_by, str) or order_by not in _ORDERS:
         raise ValidationError("order_by", f"must be one of {', '.join(_ORDERS)}")
+    if status is not None and (not isinstance(status, str) or FORBIDDEN_IN_IDS.search(status) is not None):
+        raise ValidationError("status", "must be a status name such as 'answered'")
+    check_count(limit, "limit")
     if catch_up:
         ProjectionRunner(store, [ConversationIndex()]).catch_up()
     where: dict[str, Any] = {"tenant": store.tenant}

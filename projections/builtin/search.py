@@ -19,6 +19,7 @@ from chatledger.projections.pages import Page
 from chatledger.projections.runner import ProjectionRunner, read_models
 from chatledger.projections.tables import Payload, Row, Table, Tables, Values
 from chatledger.store import Event, MessageAppended, Store, ValidationError
+from chatledger.store.writer import FORBIDDEN_IN_IDS, check_count
 
 __all__ = ["MessageSearch", "SearchHit", "search"]
 
@@ -129,12 +130,15 @@ def search(store: Store, query: str, *, limit: int = 20, catch_up: bool = True) 
         catch_up: bring the search index up to date with the log first (read-your-writes).
 
     Raises:
-        ValidationError: an empty query or a limit below 1.
+        ValidationError: an empty query, one with control or surrogate characters, or a limit below 1.
     """
     if not isinstance(query, str) or not query.strip():
         raise ValidationError("query", "must be a non-empty string")
-    if limit < 1:
-        raise ValidationError("limit", "must be at least 1")
+    if FORBIDDEN_IN_IDS.search(query) is not None:
+        raise ValidationError("query", "contains a control or surrogate character")
+    if limit is None:
+        raise ValidationError("limit", "must be an integer of at least 1")
+    check_count(limit, "limit", 1)
     if catch_up:
         ProjectionRunner(store, [MessageSearch()]).catch_up()
     rows = read_models(store).search(TABLE, query, {"tenant": store.tenant}, limit)

@@ -47,13 +47,7 @@ class SQLiteBackend(BackendBase[SQLiteRecorder]):
         if not path:
             raise ValidationError("url", "sqlite URLs name a file: sqlite:///chat.db")
         query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
-        opts: dict[str, Any] = {}
-        if "synchronous" in query:
-            opts["synchronous"] = query["synchronous"]
-        if "busy_timeout_ms" in query:
-            opts["busy_timeout_ms"] = int(query["busy_timeout_ms"])
-        opts.update(options)
-        return cls(SQLiteRecorder(path, **opts))
+        return cls(SQLiteRecorder(path, **_options(query, options)))
 
     def append_alone(self, body: Callable[[WriteTransaction], T]) -> T:
         """One autocommit INSERT against the head last seen (see :meth:`SQLiteRecorder.append_alone`)."""
@@ -95,3 +89,30 @@ class SQLiteBackend(BackendBase[SQLiteRecorder]):
         from chatledger.store.integrity.keystore import SQLiteKeyStore
 
         return SQLiteKeyStore(self.recorder)
+
+
+_OPTIONS = frozenset({"synchronous", "busy_timeout_ms"})
+
+
+def _options(query: dict[str, str], options: dict[str, Any]) -> dict[str, Any]:
+    """The recorder's options from the URL's query and the keyword arguments (which win), checked.
+
+    Raises:
+        ValidationError: naming the option: an unknown keyword option, a ``busy_timeout_ms`` that is
+            not a whole number of milliseconds, a ``synchronous`` that is not a string.
+    """
+    given: dict[str, Any] = {k: v for k, v in query.items() if k in _OPTIONS}
+    given.update(options)
+    for name, value in given.items():
+        if name not in _OPTIONS:
+            raise ValidationError(name, f"is not an option of sqlite stores (they take {sorted(_OPTIONS)})")
+        if name == "busy_timeout_ms":
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
+                shown = repr(value)[:40] if isinstance(value, str | int | float) else f"a {type(value).__name__}"
+                raise ValidationError(name, f"must be a whole number of milliseconds, got {shown}")
+            given[name] = value
+        elif not isinstance(value, str):
+            raise ValidationError(name, f"must be a string such as NORMAL, got a {type(value).__name__}")
+    return given
