@@ -448,7 +448,7 @@ class Subscription:
                         try:
                             self.handler(self.store.decode(record, erased_marker=True))
                         except Exception as exc:
-                            error = f"{type(exc).__name__}: {exc}"
+                            error = self.store.redacted(f"{type(exc).__name__}: {exc}")
                             tracking.stop(tenant, self.name, me, record.position, error)
                             stopped = tracking.get(tenant, self.name)
                             assert stopped is not None
