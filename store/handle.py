@@ -340,6 +340,11 @@ class Store:
 
     def _encode_payload(self, conversation_id: str, draft: Draft, payload: Mapping[str, Any]) -> tuple[str, str]:
         """A draft's payload as JSON text, checked (JSON, unicode, size), and as stored (through the codec)."""
+        text = self._payload_text(draft, payload)
+        return text, text if type(self.codec) is _PlainCodec else self.codec.encode(conversation_id, text)
+
+    def _payload_text(self, draft: Draft, payload: Mapping[str, Any]) -> str:
+        """A draft's payload as redacted JSON text, checked: JSON, nesting, unicode, size."""
         try:
             text = "".join(_JSON_PARTS(payload if self.redactor is None else self.redactor.redact(payload), 0))
         except (RecursionError, TypeError, ValueError) as exc:
@@ -356,7 +361,21 @@ class Store:
             raise ValidationError(
                 _where(draft), f"is {size} bytes, over the event size limit of {self.max_event_bytes}"
             )
-        return text, text if type(self.codec) is _PlainCodec else self.codec.encode(conversation_id, text)
+        return text
+
+    def check_messages(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        message_ids: Sequence[str | None] | None = None,
+        meta: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        """Check a batch as :meth:`append` would, without writing: to validate a whole import first.
+
+        Raises:
+            ValidationError: what ``append`` would raise for these messages (the field is named).
+        """
+        for draft in self._message_drafts(messages, message_ids, meta):
+            self._payload_text(draft, draft.payload)
 
     def _payload_of(self, record: Record) -> Any:
         return json.loads(self.codec.decode(record.conversation_id, record.payload))
