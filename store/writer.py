@@ -298,6 +298,8 @@ class Writer:
         if expected_version is not None and expected_version != head.version:
             raise ConcurrencyError(conv, expected_version, head.version)
         version, prev, tenant, signing_key = head.version, head.head_hash, head.tenant, store.signing_key
+        # Chain rule 2: a conversation's first event also covers the metadata its head row keeps in clear.
+        metadata = (head.metadata or "") if version == 0 and head.kind == "conversation" else None
         at, recorded_at, recorded_us = _now()
         as_given = store.redactor is None
         new_records, events = [], []
@@ -320,7 +322,9 @@ class Writer:
                 tenant,
                 stored_text,
                 signing_key,
+                metadata,
             )
+            metadata = None
             new_records.append(
                 _tuple(
                     NewRecord,

@@ -10,6 +10,7 @@ from typing import Any
 
 from chatledger.adapters.cli.main import store_from_args
 from chatledger.adapters.cli.render import print_json, print_table, progress
+from chatledger.store.backends.recorder import CALL_SEPARATOR
 from chatledger.store.errors import ErasureNotCertain, ValidationError
 from chatledger.store.integrity.crypto import erase
 from chatledger.store.integrity.verify import heads, verify
@@ -62,7 +63,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         rows = [{"id": c, "head_hash": h, "version": v} for c, h, v in heads(store)]
         if args.id is not None:
             store.conversation(args.id)
-            rows = [r for r in rows if r["id"] == args.id]
+            rows = [r for r in rows if str(r["id"]).split(CALL_SEPARATOR, 1)[0] == args.id]
         if args.json:
             print_json(rows)
         else:

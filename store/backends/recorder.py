@@ -175,13 +175,13 @@ class Recorder(Protocol):
 
     def list_heads(
         self,
-        kind: str,
+        kind: str | None,
         tenant: str | None,
         limit: int | None = None,
         status: Sequence[str] | None = None,
         conversation_id: str | None = None,
     ) -> list[StreamHead]:
-        """Stream heads of one kind, oldest first, optionally filtered."""
+        """Stream heads of one kind (every kind when None), oldest first, optionally filtered."""
 
     def last_position(self) -> int:
         """The position of the newest record in the log (0 when empty)."""

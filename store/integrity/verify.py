@@ -7,13 +7,23 @@ compares it with the stored hash and with the stream's head, reporting the
 first problem of each broken stream. It reads only stored text, never decodes a
 payload, so it works on encrypted and erased conversations alike.
 
+A conversation's first event also covers the metadata its head row keeps in
+clear (chain rule 2, see :mod:`chatledger.store.integrity.chain`), so an edited
+listing is named at version 1; conversations started before rule 2 are counted
+in :attr:`VerifyReport.legacy`.
+
 Where the head lives depends on the backend. PostgreSQL and memory keep a head
-row (version and last hash) beside the events, so a deleted tail or a deleted
-head row shows inside the database. SQLite keeps no head row: a stream's head
-is its last event, so from inside the file alone a stream that lost its last
-events, or whose ``streams`` row is gone, looks whole (the file's triggers
-refuse such deletes; only someone who drops them can do it). Heads kept
-elsewhere (:func:`heads`, passed back as ``kept=``) catch those on every backend.
+row (version and last hash) beside the events of every stream, and verify
+lists every head row of every kind, so a deleted tail, a deleted head row, or
+a tool-call or side stream whose events were all deleted shows inside the
+database. SQLite keeps no head row: a stream's head is its last event, so from
+inside the file alone a stream that lost its last events, or a stream whose
+events and ``streams`` row are both gone, looks whole or absent (the file's
+triggers refuse such deletes; only someone who drops them can do it). Heads
+kept elsewhere (:func:`heads`, every stream's, passed back as ``kept=``) catch
+those on every backend, for every stream that existed when they were kept.
+Global positions are not covered by any chain: verify checks that a stream's
+positions follow its versions, not how streams interleave in the global log.
 
 What a report says, per broken stream (``kind``):
 
@@ -74,6 +84,8 @@ class VerifyReport:
     events: int = 0
     signed: bool = False
     kept: int = 0
+    legacy: int = 0
+    """Conversations whose first event predates chain rule 2: their head row's metadata is not covered."""
     problems: list[ChainProblem] = field(default_factory=list)
 
     @property
@@ -95,15 +107,25 @@ class VerifyReport:
             "events": self.events,
             "signed": self.signed,
             "kept": self.kept,
+            "legacy": self.legacy,
             "problems": [asdict(p) for p in self.problems],
         }
 
 
-def _hash(prev: str, rec: Record, signing_key: bytes | None, *, version: int | None = None) -> str:
+def _hash(
+    prev: str,
+    rec: Record,
+    signing_key: bytes | None,
+    *,
+    version: int | None = None,
+    metadata: str | None = None,
+) -> str:
+    """``rec``'s hash after ``prev``; at version 1 of a conversation, by rule 2 when ``metadata`` is given."""
+    at = rec.version if version is None else version
     return event_hash(
         prev,
         stream_id=rec.stream_id,
-        version=rec.version if version is None else version,
+        version=at,
         event_id=rec.event_id,
         type_name=rec.type,
         schema_version=rec.schema_version,
@@ -112,13 +134,54 @@ def _hash(prev: str, rec: Record, signing_key: bytes | None, *, version: int | N
         tenant=rec.tenant,
         payload=rec.payload,
         signing_key=signing_key,
+        metadata=metadata if at == 1 else None,
     )
 
 
-def _chain_holds(records: Sequence[Record], key: bytes | None) -> bool:
+def _links(
+    prev: str,
+    rec: Record,
+    signing_key: bytes | None,
+    metadata: str | None,
+    *,
+    version: int | None = None,
+) -> bool:
+    """Whether ``rec`` chains after ``prev``: by rule 2, or by rule 1 for an event written before it."""
+    if metadata is _UNKNOWN and (rec.version if version is None else version) == 1:
+        return True  # the head row is gone: that is the problem reported, not this event
+    if _hash(prev, rec, signing_key, version=version, metadata=metadata) == rec.hash:
+        return True
+    return metadata is not None and _hash(prev, rec, signing_key, version=version) == rec.hash
+
+
+_UNKNOWN = "\x00unknown"
+"""The metadata of a conversation stream whose head row is gone (its first event cannot be checked)."""
+
+
+def _metadata(stream_id: str, head: StreamHead | None) -> str | None:
+    """What rule 2 hashes into a stream's first event: a conversation head's metadata text, else None."""
+    if head is None:
+        return None if CALL_SEPARATOR in stream_id else _UNKNOWN
+    if head.kind != "conversation" or head.stream_id != stream_id:
+        return None
+    return head.metadata or ""
+
+
+def is_legacy(head: StreamHead | None, records: Sequence[Record], signing_key: bytes | None) -> bool:
+    """True when a conversation's first event was hashed by rule 1 (before metadata was covered)."""
+    metadata = _metadata(records[0].stream_id, head) if records else None
+    if metadata is None or metadata is _UNKNOWN or records[0].version != 1:
+        return False
+    first = records[0]
+    return _hash(GENESIS, first, signing_key, metadata=metadata) != first.hash and (
+        _hash(GENESIS, first, signing_key) == first.hash
+    )
+
+
+def _chain_holds(records: Sequence[Record], key: bytes | None, metadata: str | None) -> bool:
     prev = GENESIS
     for n, rec in enumerate(records, 1):
-        if rec.version != n or _hash(prev, rec, key) != rec.hash:
+        if rec.version != n or not _links(prev, rec, key, metadata):
             return False
         prev = rec.hash
     return True
@@ -140,8 +203,9 @@ def check_stream(
     def problem(version: int, position: int | None, kind: str, detail: str) -> ChainProblem:
         return ChainProblem(stream_id, conv, version, position, kind, detail)
 
-    unsigned = signing_key is not None and records and not _chain_holds(records, signing_key)
-    if unsigned and _chain_holds(records, None):
+    metadata = _metadata(stream_id, head)
+    unsigned = signing_key is not None and records and not _chain_holds(records, signing_key, metadata)
+    if unsigned and _chain_holds(records, None, metadata):
         first = records[0]
         return problem(
             first.version,
@@ -161,8 +225,8 @@ def check_stream(
             return problem(n, rec.position, "changed", f"conversation column says {rec.conversation_id!r}")
         if head is not None and n > head.version:
             return problem(n, rec.position, "inserted", f"events past the head (version {head.version}) were added")
-        if _hash(prev, rec, signing_key) != rec.hash:
-            return _classify_mismatch(problem, prev, records, n - 1, signing_key)
+        if not _links(prev, rec, signing_key, metadata):
+            return _classify_mismatch(problem, prev, records, n - 1, signing_key, metadata)
         if rec.position < last_position:
             # A consistent chain whose positions disagree: renumbered and re-hashed.
             return problem(
@@ -184,6 +248,10 @@ def check_stream(
         )
     if head.version > stored:
         return problem(stored + 1, None, "removed", f"the head says {head.version} events, {stored} are stored")
+    if not records:
+        # Every stream is created with its first event, in one transaction: an empty one lost its events
+        # (in SQLite, where the head is the last event, this row is what is left of them).
+        return problem(1, None, "removed", "the stream exists but has no events: they were deleted")
     if head.head_hash != prev:
         return problem(head.version, None, "changed", "the head row's hash does not match the last event")
     if head.tenant != (records[-1].tenant if records else head.tenant):
@@ -197,15 +265,15 @@ def _classify_mismatch(
     records: Sequence[Record],
     i: int,
     signing_key: bytes | None,
+    metadata: str | None,
 ) -> ChainProblem:
     """Name a hash mismatch at ``records[i]``: inserted, reordered or changed."""
     rec = records[i]
     nxt = records[i + 1] if i + 1 < len(records) else None
     if nxt is not None:
         # The two events chain in the other order: their versions were swapped.
-        if (
-            _hash(prev, nxt, signing_key, version=rec.version) == nxt.hash
-            and _hash(nxt.hash, rec, signing_key, version=nxt.version) == rec.hash
+        if _links(prev, nxt, signing_key, metadata, version=rec.version) and _links(
+            nxt.hash, rec, signing_key, metadata, version=nxt.version
         ):
             return problem(
                 rec.version, rec.position, "reordered", f"versions {rec.version} and {nxt.version} were swapped"
@@ -213,14 +281,18 @@ def _classify_mismatch(
         # The chain continues past this event as if it were not there: it was inserted
         # (possibly with the later versions renumbered to make room).
         for version in (nxt.version - 1, nxt.version):
-            if _hash(prev, nxt, signing_key, version=version) == nxt.hash:
+            if _links(prev, nxt, signing_key, metadata, version=version):
                 return problem(rec.version, rec.position, "inserted", "this event is not part of the chain")
+    if rec.version == 1 and metadata is not None:
+        detail = "the stored event, or the conversation metadata on its head row, does not match its hash"
+        return problem(rec.version, rec.position, "changed", detail)
     return problem(rec.version, rec.position, "changed", "the stored event does not match its hash")
 
 
 def _stream_ids(store: Store, conversation_id: str | None) -> list[str]:
     seen: dict[str, None] = {}
-    for head in store.recorder.list_heads("conversation", store.tenant, conversation_id=conversation_id):
+    # Every kind: a tool-call or side stream whose events were all deleted still has its head row.
+    for head in store.recorder.list_heads(None, store.tenant, conversation_id=conversation_id):
         seen[head.stream_id] = None
     for rec in store.recorder.iter_all(0, 5000, store.tenant):
         if conversation_id is None or rec.conversation_id == conversation_id:
@@ -229,24 +301,29 @@ def _stream_ids(store: Store, conversation_id: str | None) -> list[str]:
 
 
 Kept = Iterable[tuple[str, str, int]]
-"""Heads kept elsewhere, as :func:`heads` returns them: ``(conversation_id, head_hash, version)``."""
+"""Heads kept elsewhere, as :func:`heads` returns them: ``(stream_id, head_hash, version)``."""
 
 
-def check_kept(conversation_id: str, head_hash: str, version: int, records: Sequence[Record]) -> ChainProblem | None:
-    """How a conversation whose chain holds departs from a head kept earlier, or None when it still has it.
+def _owner(stream_id: str) -> str:
+    return stream_id.split(CALL_SEPARATOR, 1)[0]
+
+
+def check_kept(stream_id: str, head_hash: str, version: int, records: Sequence[Record]) -> ChainProblem | None:
+    """How a stream whose chain holds departs from a head kept earlier, or None when it still has it.
 
     A chain only grows: the kept version must still be stored, with the kept hash.
 
     Args:
-        conversation_id: the conversation (its own stream).
+        stream_id: the stream (a conversation's own, or one of its tool-call or side streams).
         head_hash: the hash its head had when it was kept.
         version: the version its head had when it was kept.
         records: its stored events in version order, already checked to form an intact chain.
     """
+    conversation_id = _owner(stream_id)
     stored = len(records)
     if version > stored:
         return ChainProblem(
-            conversation_id,
+            stream_id,
             conversation_id,
             stored + 1,
             None,
@@ -256,25 +333,26 @@ def check_kept(conversation_id: str, head_hash: str, version: int, records: Sequ
     if version > 0 and records[version - 1].hash != head_hash:
         rec = records[version - 1]
         return ChainProblem(
-            conversation_id,
+            stream_id,
             conversation_id,
             version,
             rec.position,
             "changed",
-            "the event at the kept head's version no longer has the kept hash: the conversation was "
+            "the event at the kept head's version no longer has the kept hash: the stream was "
             "rewritten with a recomputed chain, or rolled back and written again",
         )
     return None
 
 
-def _gone(conversation_id: str, version: int) -> ChainProblem:
+def _gone(stream_id: str, version: int) -> ChainProblem:
+    what = "conversation" if _owner(stream_id) == stream_id else "stream"
     return ChainProblem(
-        conversation_id,
-        conversation_id,
+        stream_id,
+        _owner(stream_id),
         1,
         None,
         "removed",
-        f"the conversation is gone (its kept head is version {version})",
+        f"the {what} is gone (its kept head is version {version})",
     )
 
 
@@ -291,9 +369,9 @@ def verify(
         store: the store (its tenant and signing key are used).
         conversation_id: only this conversation (and its tool-call and side streams).
         progress: wraps the list of stream ids being checked (the CLI draws a bar with it).
-        kept: heads of this tenant's conversations kept earlier (what :func:`heads` returned).
-            Each kept conversation (only ``conversation_id`` when given) must still exist,
-            hold at least the kept version and have the kept hash there; a conversation
+        kept: heads of this tenant's streams kept earlier (what :func:`heads` returned).
+            Each kept stream (only ``conversation_id``'s when given) must still exist,
+            hold at least the kept version and have the kept hash there; a stream
             whose chain is already broken is reported once, for the break.
 
     Returns:
@@ -303,7 +381,7 @@ def verify(
         NotFoundError: ``conversation_id`` does not exist for this tenant and is not
             among the kept heads (a kept one that is gone is reported as removed).
     """
-    expected = {c: (h, v) for c, h, v in kept or () if conversation_id is None or c == conversation_id}
+    expected = {c: (h, v) for c, h, v in kept or () if conversation_id is None or _owner(c) == conversation_id}
     if conversation_id is not None and conversation_id not in expected:
         store.conversation(conversation_id)
     report = VerifyReport(signed=store.signing_key is not None, kept=len(expected))
@@ -316,6 +394,8 @@ def verify(
         report.streams += 1
         report.events += len(records)
         found = check_stream(stream_id, head, records, store.signing_key)
+        if found is None and is_legacy(head, records, store.signing_key):
+            report.legacy += 1
         held = expected.pop(stream_id, None)
         if found is None and held is not None:
             found = check_kept(stream_id, *held, records)
@@ -326,12 +406,10 @@ def verify(
 
 
 def heads(store: Store) -> list[tuple[str, str, int]]:
-    """This tenant's conversations as ``(conversation_id, head_hash, version)``.
+    """This tenant's streams (conversations, their tool calls and side streams) as ``(stream_id, head_hash, version)``.
 
     Keep these somewhere the database's writers cannot reach (a log, another
-    system): a later :func:`verify` cannot notice a whole conversation deleted
-    or rewritten with a valid unsigned chain, but a comparison with kept heads can.
+    system): a later :func:`verify` cannot notice a whole stream deleted, cut
+    short or rewritten with a valid unsigned chain, but a comparison with kept heads can.
     """
-    return [
-        (h.conversation_id, h.head_hash, h.version) for h in store.recorder.list_heads("conversation", store.tenant)
-    ]
+    return [(h.stream_id, h.head_hash, h.version) for h in store.recorder.list_heads(None, store.tenant)]

@@ -164,7 +164,7 @@ def test_verify_detects_a_tampered_file(db: Path, tmp_path: Path) -> None:
     done = run(db, "verify", check=1)
     assert "BROKEN conv-1" in done.stdout
     against = as_json(run(db, "verify", "--against", str(kept), "--json", check=1))
-    assert against["kept"] == 2 and [p["conversation_id"] for p in against["problems"]] == ["conv-1"]
+    assert against["kept"] == 3 and [p["conversation_id"] for p in against["problems"]] == ["conv-1"]
 
 
 def test_search_rebuild_and_subscriptions(db: Path) -> None:

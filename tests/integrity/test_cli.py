@@ -64,7 +64,7 @@ def test_verify_against_kept_heads_names_what_the_file_cannot_show(
     assert main(["--db", url, "verify", "--heads", "--json"]) == 0
     kept.write_text(capsys.readouterr().out, encoding="utf-8")
     assert main(["--db", url, "verify", "--against", str(kept)]) == 0
-    assert capsys.readouterr().out.endswith("(unsigned chains), 2 kept heads compared\n")
+    assert capsys.readouterr().out.endswith("(unsigned chains), 3 kept heads compared\n")
     tamper_sqlite(
         str(path), ["DELETE FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = 'c1') AND version = 5"]
     )
@@ -77,7 +77,7 @@ def test_verify_against_kept_heads_names_what_the_file_cannot_show(
     capsys.readouterr()
     assert main(["--db", url, "verify", "--against", str(kept), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert (report["ok"], report["kept"]) == (False, 2)
+    assert (report["ok"], report["kept"]) == (False, 3)
     assert [(p["stream_id"], p["version"], p["kind"], p["position"]) for p in report["problems"]] == [
         ("c1", 5, "removed", None)
     ]

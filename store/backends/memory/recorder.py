@@ -158,7 +158,7 @@ class MemoryRecorder(PagedLog):
 
     def list_heads(
         self,
-        kind: str,
+        kind: str | None,
         tenant: str | None,
         limit: int | None = None,
         status: Sequence[str] | None = None,
@@ -168,7 +168,7 @@ class MemoryRecorder(PagedLog):
             heads = [
                 h
                 for h in self._heads.values()
-                if h.kind == kind
+                if (kind is None or h.kind == kind)
                 and (tenant is None or h.tenant == tenant)
                 and (not status or h.status in status)
                 and (conversation_id is None or h.conversation_id == conversation_id)

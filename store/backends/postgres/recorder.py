@@ -715,14 +715,14 @@ class PostgresRecorder(PagedLog):
 
     def list_heads(
         self,
-        kind: str,
+        kind: str | None,
         tenant: str | None,
         limit: int | None = None,
         status: Sequence[str] | None = None,
         conversation_id: str | None = None,
     ) -> list[StreamHead]:
         rows = self._query(
-            f"SELECT {_HEAD_COLUMNS} FROM streams WHERE kind = %(kind)s "
+            f"SELECT {_HEAD_COLUMNS} FROM streams WHERE {'TRUE' if kind is None else 'kind = %(kind)s'} "
             "AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s) "
             "AND (%(status)s::text[] IS NULL OR status = ANY(%(status)s)) "
             "AND (%(conv)s::text IS NULL OR conversation_id = %(conv)s) "

@@ -487,14 +487,14 @@ class SQLiteRecorder(PagedLog):
 
     def list_heads(
         self,
-        kind: str,
+        kind: str | None,
         tenant: str | None,
         limit: int | None = None,
         status: Sequence[str] | None = None,
         conversation_id: str | None = None,
     ) -> list[StreamHead]:
-        where = ["s.kind = ?"]
-        params: list[Any] = [kind]
+        where = ["s.kind = ?"] if kind is not None else ["1"]
+        params: list[Any] = [kind] if kind is not None else []
         if tenant is not None:
             where.append("s.tenant = ?")
             params.append(tenant)

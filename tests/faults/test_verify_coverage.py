@@ -1,0 +1,99 @@
+"""verify names edits to what belongs to a conversation beyond its own events: a tool call whose
+record was deleted whole, and edited conversation metadata, on SQLite and PostgreSQL, as an attacker
+with SQL access makes them (SQLite's append-only triggers dropped first)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from chatledger.store import Executor, Store, open_store
+from chatledger.store.backends.recorder import call_stream_id
+from chatledger.store.integrity.verify import heads, verify
+from tests.integrity.scenario import tamper_postgres, tamper_sqlite
+
+CALL = call_stream_id("c1", "call-1")
+_CALL_WHERE = "stream_id LIKE 'c1' || chr(31) || 'call' || chr(31) || 'call-1'"
+_CALL_SID = "sid = (SELECT sid FROM streams WHERE stream_id = 'c1' || char(31) || 'call' || char(31) || 'call-1')"
+
+
+def lookup(city: str) -> str:
+    """A tool the executor runs."""
+    return f"sunny in {city}"
+
+
+def build(store: Store) -> None:
+    """c1: a question, an assistant tool call run by the executor (its result appended), an answer."""
+    store.start_conversation("c1", metadata={"owner": "alice"}, messages=[{"role": "user", "content": "weather?"}])
+    call = {"id": "call-1", "type": "function", "function": {"name": "lookup", "arguments": '{"city": "Oslo"}'}}
+    Executor(store, [lookup]).execute("c1", {"role": "assistant", "content": None, "tool_calls": [call]})
+    store.append("c1", [{"role": "assistant", "content": "It is sunny in Oslo."}])
+    store.start_conversation("c2", messages=[{"role": "user", "content": "leave me alone"}])
+
+
+def _found(store: Store, kept: Sequence[tuple[str, str, int]] | None = None) -> list[tuple[str, str, int]]:
+    return [(p.stream_id, p.kind, p.version) for p in verify(store, kept=kept).problems]
+
+
+_METADATA = """UPDATE streams SET metadata = '{"owner":"mallory"}' WHERE stream_id = 'c1'"""
+Edit = tuple[list[str], tuple[str, str, int] | None, tuple[str, str, int]]
+"""Statements, what verify names from the database alone (None: nothing), what it names against kept heads."""
+
+SQLITE_EDITS: dict[str, Edit] = {
+    "delete a tool call's events, streams row left": (
+        [f"DELETE FROM events WHERE {_CALL_SID}"],
+        (CALL, "removed", 1),
+        (CALL, "removed", 1),
+    ),
+    # No head row is left: nothing in the file says the call existed; the kept heads do.
+    "delete a tool call's events and its streams row": (
+        [f"DELETE FROM events WHERE {_CALL_SID}", f"DELETE FROM streams WHERE {_CALL_SID}"],
+        None,
+        (CALL, "removed", 1),
+    ),
+    "edit the conversation's metadata": ([_METADATA], ("c1", "changed", 1), ("c1", "changed", 1)),
+}
+POSTGRES_EDITS: dict[str, Edit] = {
+    "delete a tool call's events, head row left": (
+        [f"DELETE FROM events WHERE {_CALL_WHERE}"],
+        (CALL, "removed", 1),
+        (CALL, "removed", 1),
+    ),
+    "delete a tool call's events and its head row": (
+        [f"DELETE FROM events WHERE {_CALL_WHERE}", f"DELETE FROM streams WHERE {_CALL_WHERE}"],
+        None,
+        (CALL, "removed", 1),
+    ),
+    "edit the conversation's metadata": ([_METADATA], ("c1", "changed", 1), ("c1", "changed", 1)),
+}
+
+
+@pytest.mark.parametrize("edit", list(SQLITE_EDITS), ids=list(SQLITE_EDITS))
+def test_sqlite_edits_beyond_the_conversations_events_are_named(tmp_path: Path, edit: str) -> None:
+    """The edit is named by verify against kept heads, and from the file alone where the file keeps a trace."""
+    statements, alone, found = SQLITE_EDITS[edit]
+    path = str(tmp_path / "chat.db")
+    with open_store(f"sqlite:///{path}") as store:
+        build(store)
+        kept = heads(store)
+        assert verify(store).ok
+        tamper_sqlite(path, statements)
+        assert _found(store) == ([] if alone is None else [alone])
+        assert _found(store, kept) == [found]
+        assert not verify(store, "c1", kept=kept).ok and verify(store, "c2", kept=kept).ok
+
+
+@pytest.mark.parametrize("edit", list(POSTGRES_EDITS), ids=list(POSTGRES_EDITS))
+def test_postgres_edits_beyond_the_conversations_events_are_named(postgres_url: str, edit: str) -> None:
+    """The edit is named with kept heads (``verify --against``), and by verify alone while a head row is left."""
+    pytest.importorskip("chatledger.store.backends.postgres.recorder")
+    statements, alone, found = POSTGRES_EDITS[edit]
+    with open_store(postgres_url) as store:
+        build(store)
+        kept = heads(store)
+        assert verify(store).ok
+        tamper_postgres(postgres_url, statements)
+        assert _found(store) == ([] if alone is None else [alone])
+        assert _found(store, kept) == [found]
