@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import ValidationError as PydanticValidationError
 
 from chatledger.store import (
     ConcurrencyError,
@@ -255,6 +256,11 @@ def test_events_returned_by_an_append_equal_the_stored_ones(store: Store) -> Non
     appended = store.append(conv, [USER], message_ids=["u1"], meta=[{"source": "user"}])
     plain = store.append(conv, [ANSWER])
     assert store.events(conv)[1:] == [*appended, *plain]
+    for returned_event, stored in zip([*appended, *plain], store.events(conv)[1:], strict=True):
+        assert returned_event.model_dump() == stored.model_dump()
+        assert returned_event.position == stored.position > 0
+        with pytest.raises(PydanticValidationError):
+            returned_event.version = 99  # frozen like a validated event
     claim = {
         "tool_call_id": "c1",
         "worker_id": "w1",
