@@ -135,11 +135,6 @@ class Tables:
         self._table(table)
         self._inserts[table].append(self._values[table](row))
 
-    def insert_many(self, table: str, rows: Sequence[Row]) -> None:
-        """Add rows that are new by construction (see :meth:`insert`)."""
-        self._table(table)
-        self._inserts[table].extend(map(self._values[table], rows))
-
     def insert_values(self, table: str, rows: Iterable[Values]) -> None:
         """Add new rows given as values in the table's column order (the cheapest form for a
         batch fold: ~0.2 µs per row less than a dict)."""

@@ -305,7 +305,8 @@ class Store:
             raise _not_json(where, exc) from None
 
     def _redact(self, payload: Any) -> Any:
-        """The one place secrets are redacted: every payload and metadata pass through here."""
+        """``payload`` with secrets replaced when a redactor is set (event payloads are redacted the same
+        way inline, in :meth:`_payload_text`)."""
         return payload if self.redactor is None else self.redactor.redact(payload)
 
     def redacted(self, value: Any) -> Any:

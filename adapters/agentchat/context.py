@@ -35,7 +35,6 @@ it already sees), as AgentChat leaves them out of a long-lived agent's context.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -225,8 +224,3 @@ class LedgerModelContext(ChatCompletionContext):
             while messages and isinstance(messages[0], FunctionExecutionResultMessage):
                 messages = messages[1:]
         return messages
-
-
-def dumps_view(messages: Sequence[LLMMessage]) -> str:
-    """A model view as canonical JSON (for comparing what two runs sent)."""
-    return json.dumps([m.model_dump(mode="json") for m in messages], sort_keys=True)

@@ -24,8 +24,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def store_from_args(args: argparse.Namespace) -> Store:
-    """Open the store named by ``--db`` (or the environment), for ``--tenant``."""
-    return open_store(args.db, tenant=args.tenant)
+    """Open the store named by ``--db`` (or the environment), for ``--tenant``; :func:`main` closes it
+    when the command returns."""
+    store = open_store(args.db, tenant=args.tenant)
+    opened: list[Store] = args.__dict__.setdefault("_opened_stores", [])
+    opened.append(store)
+    return store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,4 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-
+    finally:
+        for store in getattr(args, "_opened_stores", ()):
+            store.close()
