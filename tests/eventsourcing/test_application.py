@@ -7,6 +7,7 @@ The application reads ``PERSISTENCE_MODULE`` and ``CHATLEDGER_URL`` from its env
 from __future__ import annotations
 
 import os
+import threading
 from typing import ClassVar
 from unittest import mock
 
@@ -35,6 +36,16 @@ class CountersView(ChatledgerProcessRecorder, EventCountersView):
     def _increment(self, name: str, tracking: Tracking) -> None:
         event = StoredEvent(f"counter-{name}", self._count(name) + 1, "incremented", b"{}")
         self.insert_events([event], tracking=tracking)
+
+    def wait(
+        self,
+        application_name: str,
+        notification_id: int | None,
+        timeout: float = 3.0,
+        interrupt: threading.Event | None = None,
+    ) -> None:
+        """eventsourcing's wait, with 3 s rather than 1 s by default: CI machines run many tests at once."""
+        super().wait(application_name, notification_id, timeout, interrupt)
 
     def get_created_event_counter(self) -> int:
         return self._count("created")

@@ -137,3 +137,23 @@ def test_chatledger_subscriptions_and_the_log_see_application_events(tmp_path: P
     assert [c.conversation_id for c in store.conversations()] == [conversation]
     app.close()
     store.close()
+
+
+def test_the_application_prefix_chooses_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``APPNAME_CHATLEDGER_URL`` points one application at its own store, before ``CHATLEDGER_URL``."""
+
+    class Ledger(Application[UUID]):
+        pass
+
+    monkeypatch.setenv("PERSISTENCE_MODULE", MODULE)
+    monkeypatch.setenv("CHATLEDGER_URL", f"sqlite:///{tmp_path / 'shared.db'}")
+    monkeypatch.setenv("LEDGER_CHATLEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger, other = Ledger(), Application[UUID]()
+    ledger.save(Aggregate())
+    other.save(Aggregate())
+    ledger.close()
+    other.close()
+    for name in ("ledger.db", "shared.db"):
+        store = open_store(f"sqlite:///{tmp_path / name}")
+        assert len([e for e in store.read_all() if isinstance(e, DomainEventRecorded)]) == 1
+        store.close()
