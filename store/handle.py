@@ -489,14 +489,14 @@ class Store:
 
     def events(self, conversation_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """A conversation's events with version > ``after``, in order."""
-        check_count(after, "after")
+        check_count(after, "after", required=True)
         check_count(limit, "limit")
         self._head(conversation_id)
         return [self.decode(r) for r in self.recorder.read_stream(conversation_id, after, limit)]
 
     def stream_events(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """Any stream's events (a tool call's, a side stream's), scoped to this tenant."""
-        check_count(after, "after")
+        check_count(after, "after", required=True)
         check_count(limit, "limit")
         if not isinstance(stream_id, str):
             raise ValidationError("stream_id", f"must be a string, got {type(stream_id).__name__}")
@@ -509,13 +509,13 @@ class Store:
 
         An erased conversation's events come as :class:`~chatledger.store.events.ErasedEvent` markers.
         """
-        check_count(after, "after")
+        check_count(after, "after", required=True)
         check_count(limit, "limit")
         return [self.decode(r, erased_marker=True) for r in self.recorder.read_all(after, limit, self.tenant)]
 
     def iter_all(self, after: int = 0, batch: int = 1000) -> Iterator[Event]:
         """Stream this tenant's whole log in global order without loading it into memory (erased: markers)."""
-        check_count(after, "after")
+        check_count(after, "after", required=True)
         check_count(batch, "batch", 1)
         for record in self.recorder.iter_all(after, batch, self.tenant):
             yield self.decode(record, erased_marker=True)

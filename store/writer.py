@@ -145,13 +145,16 @@ def check_id(value: Any, what: str) -> str:
 MAX_COUNT = (1 << 63) - 1
 
 
-def check_count(value: Any, what: str, low: int = 0) -> None:
-    """Validate a version, position or limit argument: None or an int from ``low`` to 2**63 - 1.
+def check_count(value: Any, what: str, low: int = 0, *, required: bool = False) -> None:
+    """Validate a version, position or limit argument: an int from ``low`` to 2**63 - 1, or None
+    unless ``required``.
 
     Raises:
         ValidationError: naming ``what``; a bool, a float or a number no backend column can hold.
     """
     if value is None:
+        if required:
+            raise ValidationError(what, "must be an integer, got None")
         return
     if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValidationError(what, f"must be an integer, got {type(value).__name__}")

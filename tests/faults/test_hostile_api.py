@@ -127,16 +127,16 @@ def _rows(store: Store) -> tuple[list[Any], list[Any]]:
     return list(store.recorder.iter_all(0, 1000, None)), store.recorder.list_heads("conversation", None)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """One SQLite store with a conversation ``base``, shared by the examples."""
+@pytest.fixture(scope="module", params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """One store per backend with a conversation ``base``, shared by the examples."""
     path = tmp_path_factory.mktemp("hostile_api") / "api.db"
-    with open_store(f"sqlite:///{path}") as s:
+    with open_store(f"sqlite:///{path}" if request.param == "sqlite" else "memory://") as s:
         s.start_conversation("base", messages=[MSG])
         yield s
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(call=st.sampled_from(sorted(CALLS)), value=hostile)
 def test_store_entry_points_raise_only_chatledger_errors(store: Store, call: str, value: Any) -> None:
     """A hostile value in any argument of a Store method, fork or a projection read either works

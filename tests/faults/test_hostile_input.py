@@ -88,6 +88,25 @@ def test_a_non_numeric_url_option_is_a_typed_error(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+@pytest.mark.parametrize(
+    ("query", "options", "field"),
+    [
+        ("&pool_min=abc", {}, "pool_min"),
+        ("&timeout=nan", {}, "timeout"),
+        ("", {"busy_timeout_ms": 5}, "busy_timeout_ms"),
+        ("", {"pool_max": [1]}, "pool_max"),
+    ],
+)
+def test_postgres_url_options_are_typed_errors(
+    postgres_url: str, query: str, options: dict[str, Any], field: str
+) -> None:
+    """A non-numeric PostgreSQL pool option or an option PostgreSQL stores do not take raises
+    ValidationError naming it (not a TypeError or ValueError from the driver's pool)."""
+    with pytest.raises(ValidationError) as caught:
+        open_store(postgres_url + query, **options)
+    assert caught.value.field == field
+
+
 @pytest.mark.parametrize("query", ['"', '""', 'a"b', "NOT", "a OR", "*", "(", "x:y", "-", "^"])
 def test_search_takes_any_query_literally(store: Store, query: str) -> None:
     """Quotes and FTS operators in a search query are searched for, never a driver error."""

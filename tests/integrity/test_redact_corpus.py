@@ -74,6 +74,18 @@ def _tool_outcomes(store: Store) -> None:
     tool_audit(store)
 
 
+def _executed_arguments(store: Store) -> None:
+    def lookup(query: str) -> str:
+        return "found"
+
+    conv = store.start_conversation(messages=[{"role": "user", "content": "go"}])
+    executor = Executor(store, [lookup])
+    for i, text in enumerate(TEXTS):
+        call = _call(f"q{i}", "lookup", json.dumps({"query": text}))
+        (result,) = executor.execute(conv, {"role": "assistant", "content": None, "tool_calls": [call]})
+        assert result["content"] == "found"  # the tool ran, with the secret, which was not stored
+
+
 def _metadata(store: Store) -> None:
     for text in TEXTS:
         store.start_conversation(metadata={"note": text, "token": text.split()[-1]})
@@ -121,6 +133,7 @@ PATHS: dict[str, Callable[[Store], None]] = {
     "message content": _messages,
     "tool arguments": _tool_arguments,
     "tool results and errors, audit": _tool_outcomes,
+    "tool arguments run by the executor": _executed_arguments,
     "conversation metadata": _metadata,
     "fork metadata": _fork_metadata,
     "model response": _model_response,
