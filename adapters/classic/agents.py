@@ -44,8 +44,9 @@ from chatledger.adapters.classic.recording import (
 from chatledger.adapters.classic.recording import autogen_module as _autogen
 from chatledger.adapters.classic.tools import ExecutorMixin, ToolBinding, aexecute_through, execute_through
 from chatledger.adapters.classic.turn import arun_turn, run_turn
-from chatledger.store import Executor, MessageAppended, Store
+from chatledger.store import Executor, MessageAppended, Store, TurnGate
 from chatledger.store.messages import pending_tool_calls
+from chatledger.store.turns import DEFAULT_LEASE_SECONDS, DEFAULT_WAIT_SECONDS
 
 __all__ = [
     "ChatledgerMixin",
@@ -212,6 +213,17 @@ def _loader(
     return load
 
 
+def _gate(store: Store, lease_seconds: float | None, wait_seconds: float | None, options: dict[str, Any]) -> TurnGate:
+    """The turn gate of one request; its lease is also the executor's unless ``executor_options`` say otherwise."""
+    if lease_seconds is not None:
+        options.setdefault("lease_seconds", lease_seconds)
+    return TurnGate(
+        store,
+        lease_seconds=DEFAULT_LEASE_SECONDS if lease_seconds is None else lease_seconds,
+        wait_seconds=DEFAULT_WAIT_SECONDS if wait_seconds is None else wait_seconds,
+    )
+
+
 def _bind(
     agents: Sequence[Any], store: Store, conversation_id: str, recorder: SendRecorder, options: dict[str, Any]
 ) -> None:
@@ -249,6 +261,8 @@ def chatledger_pair(
     max_consecutive_auto_reply: int = 10,
     is_termination_msg: Callable[[dict[str, Any]], bool] | None = None,
     executor_options: Mapping[str, Any] | None = None,
+    lease_seconds: float | None = None,
+    wait_seconds: float | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """A fresh ``AssistantAgent`` and ``UserProxyAgent`` for one request on a stored conversation.
@@ -272,6 +286,10 @@ def chatledger_pair(
         max_consecutive_auto_reply: a bound on the tool loop of one request.
         is_termination_msg: when the user proxy stops (default: a reply without tool calls).
         executor_options: options of :class:`chatledger.store.Executor` (``lease_seconds``...).
+        lease_seconds: how long the request holds the conversation's turn (and its tool calls)
+            without renewal (default 30): a retry after the worker died waits at most this long.
+        wait_seconds: how long the request waits while another holds the conversation's turn
+            before ``ConversationBusy`` (default 60; see docs/turns.md).
         metadata: conversation metadata, used only when the conversation is created.
 
     Returns:
@@ -292,8 +310,10 @@ def chatledger_pair(
     _register_tools(tools, [assistant], user_proxy)
     if model_client is not None:
         assistant.register_model_client(model_client, **dict(model_client_kwargs or {}))
-    recorder = SendRecorder(store, conversation_id, request, named=request_id is not None)
-    _bind([assistant, user_proxy], store, conversation_id, recorder, dict(executor_options or {}))
+    options = dict(executor_options or {})
+    gate = _gate(store, lease_seconds, wait_seconds, options)
+    recorder = SendRecorder(store, conversation_id, request, named=request_id is not None, gate=gate)
+    _bind([assistant, user_proxy], store, conversation_id, recorder, options)
     by_name = {assistant.name: assistant, user_proxy.name: user_proxy}
 
     def resolve(send: StoredSend) -> tuple[Any, Any]:
@@ -327,6 +347,8 @@ def chatledger_group_chat(
     manager_llm_config: Mapping[str, Any] | Any = False,
     is_termination_msg: Callable[[dict[str, Any]], bool] | None = None,
     executor_options: Mapping[str, Any] | None = None,
+    lease_seconds: float | None = None,
+    wait_seconds: float | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Any:
     """A fresh ``GroupChatManager`` over fresh agents, preloaded with the stored group conversation.
@@ -374,10 +396,12 @@ def chatledger_group_chat(
         llm_config=manager_llm_config,
         is_termination_msg=is_termination_msg or ends,
     )
+    options = dict(executor_options or {})
+    gate = _gate(store, lease_seconds, wait_seconds, options)
     recorder = SendRecorder(
-        store, conversation_id, request, skip=lambda agent: agent is manager, named=request_id is not None
+        store, conversation_id, request, skip=lambda agent: agent is manager, named=request_id is not None, gate=gate
     )
-    _bind(agents, store, conversation_id, recorder, dict(executor_options or {}))
+    _bind(agents, store, conversation_id, recorder, options)
     by_name = {a.name: a for a in agents}
     fallback_user = runner or agents[0]
     fallback_llm = llm_agents[0] if llm_agents else agents[0]

@@ -25,7 +25,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatledger.store import ConflictError, MessageAppended, ReplayDivergence, Store, tool_result_message_id
+from chatledger.store import (
+    ConflictError,
+    MessageAppended,
+    ReplayDivergence,
+    Store,
+    TurnGate,
+    tool_result_message_id,
+)
 
 __all__ = [
     "ADAPTER",
@@ -233,8 +240,11 @@ class SendRecorder:
         skip: Callable[[Any], bool] = lambda agent: False,
         replay: Sequence[StoredSend] | None = None,
         named: bool = True,
+        gate: TurnGate | None = None,
     ) -> None:
         self.store = store
+        self.gate = gate or TurnGate(store)
+        """Serialises the conversation's turns, records each request's outcome (:mod:`chatledger.store.turns`)."""
         self.conversation_id = conversation_id
         self.request_id = request_id
         self.reload: Callable[[], None] | None = None
@@ -293,8 +303,8 @@ class SendRecorder:
         self._turn = None
         self.seq = self._turn_start
 
-    def commit_turn(self) -> None:
-        """Store the buffered sends as one atomic batch after whatever the log holds now.
+    def commit_turn(self) -> int:
+        """Store the buffered sends as one atomic batch after whatever the log holds now; return their number.
 
         Each message's meta carries ``turn = [first seq, number of sends]``, which
         tells a duplicate of the request that the whole turn is stored.
@@ -304,12 +314,13 @@ class SendRecorder:
         """
         turn, self._turn = self._turn, None
         if not turn:
-            return
+            return 0
         span = [self._turn_start, len(turn)]
         messages = [m for msgs, _, _ in turn for m in msgs]
         ids = [i for _, send_ids, _ in turn for i in send_ids]
         metas = [meta | {"turn": span} for _, _, send_metas in turn for meta in send_metas]
         self.store.append(self.conversation_id, messages, message_ids=ids, meta=metas)
+        return len(turn)
 
     def attach(self, agent: Any) -> None:
         """Register the hook on an agent (every agent whose sends are part of the conversation)."""

@@ -34,7 +34,7 @@ from chatledger.adapters.classic.recording import (
     canonical_message,
     load_sends,
 )
-from chatledger.store import ConflictError
+from chatledger.store import ConflictError, Turn
 
 __all__ = ["arun_turn", "prompt_digest", "recorded_turn", "run_turn"]
 
@@ -98,7 +98,6 @@ def _before(recorder: SendRecorder, initiator: Any, message: Any) -> list[Stored
     recorder.name_request(prompt_digest(message, initiator.name))
     stored = recorded_turn(recorder)
     if stored is None:
-        recorder.refresh()
         return None
     digest = prompt_digest(message, initiator.name)
     if digest is not None and prompt_digest(stored[0].message, stored[0].sender or initiator.name) != digest:
@@ -109,23 +108,62 @@ def _before(recorder: SendRecorder, initiator: Any, message: Any) -> list[Stored
     return stored
 
 
-def _after(recorder: SendRecorder, initiator: Any, recipient: Any, result: Any) -> Any:
+def _outcome(recorder: SendRecorder, sends: list[StoredSend]) -> dict[str, Any]:
+    """What the turn gate records as the request's outcome: where its turn is and its summary."""
+    content = sends[-1].message.get("content") if sends else ""
+    summary = content.replace("TERMINATE", "") if isinstance(content, str) else ""
+    return _span(recorder, len(sends), summary)
+
+
+def _span(recorder: SendRecorder, count: int, summary: Any) -> dict[str, Any]:
+    return {"request": recorder.request_id, "turn": [recorder.turn_start, count], "summary": str(summary or "")}
+
+
+def _recorded(recorder: SendRecorder, outcome: dict[str, Any], initiator: Any, recipient: Any, message: Any) -> Any:
+    """The answer to a request the gate says finished while this delivery waited."""
+    stored = _before(recorder, initiator, message)
+    if stored is not None:
+        return _answer(recorder, stored, initiator, recipient, ran=False)
+    free = {"total_cost": 0}
+    cost = {"usage_including_cached_inference": free, "usage_excluding_cached_inference": free}
+    summary = str(outcome.get("summary") or "")
+    return autogen_module().ChatResult(chat_history=[], summary=summary, cost=cost, human_input=[])
+
+
+def _open(recorder: SendRecorder, turn: Turn) -> list[StoredSend] | None:
+    """Under the lease: the request's turn if a holder that died stored it already; else start buffering.
+
+    Starting brings the agents' histories up to date first: the turns stored
+    before this one (a request that waited runs on the previous one's result).
+    """
+    stored = recorded_turn(recorder)
+    if stored is not None:
+        turn.complete(_outcome(recorder, stored))
+        return stored
+    recorder.refresh()
+    recorder.begin_turn()
+    return None
+
+
+def _close(recorder: SendRecorder, turn: Turn, initiator: Any, recipient: Any, result: Any) -> Any:
+    """Store the buffered turn, record the request's outcome and release the lease; return the answer."""
     try:
-        recorder.commit_turn()
+        count = recorder.commit_turn()
     except ConflictError:
         stored = recorded_turn_at(recorder)
         if stored is None:
             raise
+        turn.complete(_outcome(recorder, stored))
         return _answer(recorder, stored, initiator, recipient, ran=True)
+    turn.complete(_span(recorder, count, getattr(result, "summary", "")))
     return result
 
 
 def recorded_turn_at(recorder: SendRecorder) -> list[StoredSend] | None:
-    """The stored turn of the recorder's request that started where the failed commit started."""
+    """The stored turn of the recorder's request that started where the last turn started."""
     seq, recorder.seq = recorder.seq, recorder.turn_start
     stored = recorded_turn(recorder)
-    if stored is None:
-        recorder.seq = seq
+    recorder.seq = seq if stored is None else recorder.turn_start + len(stored)
     return stored
 
 
@@ -137,13 +175,21 @@ def run_turn(initiator: Any, recipient: Any, message: Any, chat: Callable[[], An
     stored = _before(recorder, initiator, message)
     if stored is not None:
         return _answer(recorder, stored, initiator, recipient, ran=False)
-    recorder.begin_turn()
+    admission = recorder.gate.enter(recorder.conversation_id, recorder.request_id)
+    if admission.turn is None:
+        return _recorded(recorder, admission.recorded or {}, initiator, recipient, message)
+    turn = admission.turn
     try:
-        result = chat()
+        with turn.kept_alive():
+            stored = _open(recorder, turn)
+            if stored is not None:
+                return _answer(recorder, stored, initiator, recipient, ran=False)
+            result = chat()
+            return _close(recorder, turn, initiator, recipient, result)
     except BaseException:
         recorder.abort_turn()
+        turn.release()
         raise
-    return _after(recorder, initiator, recipient, result)
 
 
 async def arun_turn(initiator: Any, recipient: Any, message: Any, chat: Callable[[], Awaitable[Any]]) -> Any:
@@ -154,10 +200,18 @@ async def arun_turn(initiator: Any, recipient: Any, message: Any, chat: Callable
     stored = _before(recorder, initiator, message)
     if stored is not None:
         return _answer(recorder, stored, initiator, recipient, ran=False)
-    recorder.begin_turn()
+    admission = await recorder.gate.aenter(recorder.conversation_id, recorder.request_id)
+    if admission.turn is None:
+        return _recorded(recorder, admission.recorded or {}, initiator, recipient, message)
+    turn = admission.turn
     try:
-        result = await chat()
+        with turn.kept_alive():
+            stored = _open(recorder, turn)
+            if stored is not None:
+                return _answer(recorder, stored, initiator, recipient, ran=False)
+            result = await chat()
+            return _close(recorder, turn, initiator, recipient, result)
     except BaseException:
         recorder.abort_turn()
+        turn.release()
         raise
-    return _after(recorder, initiator, recipient, result)

@@ -43,9 +43,10 @@ class ScriptedModelClient:
 
     Like a provider, it refuses a history that breaks the provider rule
     (:class:`ProviderRejected`, OpenAI's "tool_call_ids did not have response messages").
-    With ``meet=(folder, n)`` its first answer of a request waits until ``n`` requests
-    reached the model (see :func:`rendezvous`). With ``hang_after_tool=path`` it touches
+    With ``meet=(folder, n[, timeout])`` its first answer of a request waits until ``n``
+    requests reached the model (see :func:`rendezvous`). With ``hang_after_tool=path`` it touches
     ``path`` when asked to answer a tool result, then hangs (a worker to kill mid-turn).
+    ``delay`` seconds pass before each answer.
     """
 
     def __init__(
@@ -54,14 +55,16 @@ class ScriptedModelClient:
         calls_file: str | None = None,
         fail_after_tool: int = 0,
         seen: list[list[dict[str, Any]]] | None = None,
-        meet: tuple[str, int] | None = None,
+        meet: tuple[str, int] | tuple[str, int, float] | None = None,
         hang_after_tool: str | None = None,
+        delay: float = 0.0,
     ) -> None:
         self.calls_file = calls_file
         self.fail_after_tool = fail_after_tool
         self.seen = seen
         self.meet = meet
         self.hang_after_tool = hang_after_tool
+        self.delay = delay
 
     def create(self, params: dict[str, Any]) -> Any:
         if self.calls_file:
@@ -72,6 +75,8 @@ class ScriptedModelClient:
                 os.close(fd)
         if self.seen is not None:
             self.seen.append([dict(m) for m in params["messages"]])
+        if self.delay:
+            time.sleep(self.delay)  # a model that takes its time: duplicates arrive while it thinks
         found = provider_violations(params["messages"])
         if found:
             raise ProviderRejected(f"400 invalid history: {'; '.join(map(str, found))}")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chatledger.adapters.classic import chatledger_group_chat, chatledger_pair
-from chatledger.store import Store, current_idempotency_key
+from chatledger.store import ConversationBusy, Store, TurnGate, current_idempotency_key
 from chatledger.store.validity import provider_violations
 
 from .fakes import LLM_CONFIG, ScriptedModelClient, model_calls, runs, weather_tool
@@ -22,7 +22,15 @@ pytest.importorskip("autogen")
 CITIES = ["Rome", "Oslo", "Lima"]
 
 
-def ask(store: Store, conv: str, prompt: str, tmp_path: Path, request_id: str | None = None, **model: Any) -> str:
+def ask(
+    store: Store,
+    conv: str,
+    prompt: str,
+    tmp_path: Path,
+    request_id: str | None = None,
+    wait_seconds: float | None = None,
+    **model: Any,
+) -> str:
     """One request of the recipe: fresh agents, one chat, the summary."""
     model.setdefault("calls_file", str(tmp_path / "calls"))
     assistant, user = chatledger_pair(
@@ -33,6 +41,7 @@ def ask(store: Store, conv: str, prompt: str, tmp_path: Path, request_id: str | 
         model_client=ScriptedModelClient,
         model_client_kwargs=model,
         request_id=request_id,
+        **({} if wait_seconds is None else {"wait_seconds": wait_seconds}),
     )
     return str(user.initiate_chat(assistant, message=prompt, clear_history=False, silent=True).summary)
 
@@ -57,7 +66,7 @@ def concurrently(request: Callable[[str], str], cities: list[str]) -> dict[str, 
 
 def at_once(store: Store, conv: str, tmp_path: Path, cities: list[str], request_ids: bool = False) -> dict[str, str]:
     """Run one request per city on ``conv`` in threads that all reach the model before any goes on."""
-    meet = (str(tmp_path / "meet"), len(cities))
+    meet = (str(tmp_path / "meet"), len(cities), 0.5)
 
     def request(city: str) -> str:
         own = {"request_id": f"req-{city}"} if request_ids else {}
@@ -177,7 +186,7 @@ def test_simultaneous_group_chats_on_one_conversation_store_a_provider_valid_his
     store: Store, tmp_path: Path
 ) -> None:
     """Group chat requests running at once on one conversation store whole turns: valid history, one run per call."""
-    meet = (str(tmp_path / "meet"), len(CITIES))
+    meet = (str(tmp_path / "meet"), len(CITIES), 0.5)
 
     def request(city: str) -> str:
         user, manager = group(store, "g1", tmp_path, meet=meet, calls_file=str(tmp_path / "calls"))
@@ -218,3 +227,41 @@ def test_every_tool_form_gets_its_idempotency_key(store: Store, tmp_path: Path, 
         asyncio.run(user.a_initiate_chat(assistant, message="Weather in Rome?", silent=True))
     call_id = store.messages("c1")[1]["tool_calls"][0]["id"]
     assert keys == [f"c1/{call_id}"]
+
+
+def test_concurrent_duplicates_of_one_request_cost_one_request_of_model_calls(store: Store, tmp_path: Path) -> None:
+    """Four deliveries of one request at once (same request id) get one answer for the price of one request:
+    two model calls, one tool run, one stored turn."""
+    copies = ["a", "b", "c", "d"]
+    answers = concurrently(
+        lambda _: ask(store, "c1", "Weather in Rome?", tmp_path, request_id="job-1", delay=0.3), copies
+    )
+    assert answers == dict.fromkeys(copies, "Forecast: sunny in Rome")
+    assert model_calls(tmp_path / "calls") == 2
+    assert runs(tmp_path / "effects") == ["Rome"]
+    assert [m["role"] for m in store.messages("c1")] == ["user", "assistant", "tool", "assistant"]
+
+
+def test_a_request_that_waited_runs_on_the_previous_request_result(store: Store, tmp_path: Path) -> None:
+    """Different requests at once are served one turn at a time: each model call sees every turn stored before."""
+    seen: list[list[dict[str, Any]]] = []
+    answers = concurrently(lambda city: ask(store, "c1", f"Weather in {city}?", tmp_path, seen=seen, delay=0.1), CITIES)
+    assert answers == {city: f"Forecast: sunny in {city}" for city in CITIES}
+    firsts = sorted(len(history) for history in seen if history[-1]["role"] == "user")
+    assert firsts == [2, 6, 10]  # system + prompt, after zero, one and two stored turns of four messages
+
+
+def test_a_request_on_a_busy_conversation_gets_conversation_busy_and_stores_nothing(
+    store: Store, tmp_path: Path
+) -> None:
+    """While another request holds the conversation's turn past ``wait_seconds``, a request gets ConversationBusy:
+    no model call, nothing stored; once the turn is free the same request runs."""
+    store.start_conversation("c1")
+    holder = TurnGate(store).enter("c1", "someone-else").turn
+    assert holder is not None
+    with pytest.raises(ConversationBusy) as busy:
+        ask(store, "c1", "Weather in Rome?", tmp_path, request_id="job-1", wait_seconds=0.2)
+    assert busy.value.holder == "someone-else" and busy.value.retry_after is not None
+    assert store.messages("c1") == [] and model_calls(tmp_path / "calls") == 0
+    holder.release()
+    assert ask(store, "c1", "Weather in Rome?", tmp_path, request_id="job-1") == "Forecast: sunny in Rome"

@@ -37,8 +37,10 @@ def _model_options(args: dict[str, Any]) -> dict[str, Any]:
     if args.get("calls"):
         options["calls_file"] = args["calls"]
     if args.get("meet"):
-        folder, expected = args["meet"]
-        options["meet"] = (str(folder), int(expected))
+        folder, expected, timeout = args["meet"]
+        options["meet"] = (str(folder), int(expected), float(timeout))
+    if args.get("delay"):
+        options["delay"] = float(args["delay"])
     if args.get("hang_after_tool"):
         options["hang_after_tool"] = args["hang_after_tool"]
     return options
@@ -74,6 +76,7 @@ def ledger(args: dict[str, Any]) -> str:
             model_client=ScriptedModelClient,
             model_client_kwargs=_model_options(args),
             request_id=args.get("job"),
+            lease_seconds=args.get("lease_seconds"),
         )
         _wait(args)
         try:

@@ -42,7 +42,7 @@ def test_simultaneous_requests_in_processes_leave_a_history_the_provider_accepts
         "conversation": "c1",
         "effects": str(tmp_path / "effects"),
         "calls": str(tmp_path / "calls"),
-        "meet": [str(tmp_path / "meet"), len(CITIES)],
+        "meet": [str(tmp_path / "meet"), len(CITIES), 0.5],
         "start_at": time.time() + 1.0,
     }
     procs = [spawn("ledger", prompt=f"Weather in {city}?", **common) for city in CITIES]
@@ -68,7 +68,7 @@ def test_a_worker_killed_mid_turn_stores_nothing_of_it_and_its_retry_runs_the_to
     conversation: another request goes on with a valid history, and the redelivered job answers with the
     recorded tool outcome (the tool does not run again)."""
     hung = tmp_path / "hung"
-    common = {"url": shared_url, "conversation": "c1", "effects": str(tmp_path / "effects")}
+    common = {"url": shared_url, "conversation": "c1", "effects": str(tmp_path / "effects"), "lease_seconds": 2}
     victim = spawn("ledger", job="job-1", prompt="Weather in Rome?", hang_after_tool=str(hung), **common)
     deadline = time.monotonic() + 60
     while not hung.exists() and victim.poll() is None and time.monotonic() < deadline:
@@ -87,3 +87,23 @@ def test_a_worker_killed_mid_turn_stores_nothing_of_it_and_its_retry_runs_the_to
     with open_store(shared_url) as store:
         stored = store.messages("c1")
     assert provider_violations(stored) == [] and len(stored) == 8
+
+
+def test_duplicate_deliveries_in_processes_cost_one_request_of_model_calls(shared_url: str, tmp_path: Path) -> None:
+    """Four worker processes handed the same job at once (same request id) all answer it, for one request's
+    model calls (two) and one tool run; one turn is stored."""
+    job = {
+        "url": shared_url,
+        "conversation": "c1",
+        "job": "job-7",
+        "prompt": "Weather in Rome?",
+        "effects": str(tmp_path / "effects"),
+        "calls": str(tmp_path / "calls"),
+        "delay": 0.5,
+        "start_at": time.time() + 1.5,
+    }
+    assert list(results([spawn("ledger", **job) for _ in range(4)])) == ["Forecast: sunny in Rome"] * 4
+    assert model_calls(tmp_path / "calls") == 2
+    assert runs(tmp_path / "effects") == ["Rome"]
+    with open_store(shared_url) as store:
+        assert [m["role"] for m in store.messages("c1")] == ["user", "assistant", "tool", "assistant"]
