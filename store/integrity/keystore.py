@@ -258,6 +258,11 @@ class PostgresKeyStore:
         """
         deadline = time.monotonic() + wait
         xids = list(self._erased_in)
+        if xids and not self._execute(_SEES_ALL_SESSIONS, (), fetch=True)[0][0]:
+            return (
+                "this database role cannot see other sessions' snapshots (pg_stat_activity), so it cannot "
+                "tell when the key's old row version is gone: grant it pg_read_all_stats"
+            )
         while xids:
             blocking = self._execute(_OLDER_SNAPSHOTS, (xids[-1], xids[-1], xids[-1]), fetch=True)[0][0]
             if not blocking:
@@ -272,13 +277,19 @@ class PostgresKeyStore:
         try:
             with self._recorder.autocommit() as conn:
                 conn.execute(f"SET lock_timeout = {millis}")
-                conn.execute("VACUUM FULL data_keys")
-                conn.execute("RESET lock_timeout")
+                try:
+                    conn.execute("VACUUM FULL data_keys")
+                finally:
+                    conn.execute("RESET lock_timeout")  # the connection goes back to the pool
         except BackendUnavailable as exc:
             return f"the key table could not be rewritten ({exc})"
         del self._erased_in[: len(xids)]
         return None
 
+
+_SEES_ALL_SESSIONS = """
+SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') FROM pg_roles WHERE rolname = current_user
+"""
 
 _OLDER_SNAPSHOTS = """
 SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()

@@ -53,7 +53,7 @@ from chatledger.store.integrity.chain import GENESIS, event_hash
 if TYPE_CHECKING:
     from chatledger.store.handle import Store
 
-__all__ = ["ChainProblem", "Kept", "VerifyReport", "heads", "verify"]
+__all__ = ["UNKNOWN_CONVERSATION", "ChainProblem", "Kept", "VerifyReport", "heads", "verify"]
 
 Progress = Callable[[Sequence[str]], Iterable[str]]
 
@@ -402,7 +402,28 @@ def verify(
         if found is not None:
             report.problems.append(found)
     report.problems += [_gone(c, v) for c, (_, v) in expected.items()]
+    missing = getattr(store.recorder, "missing_streams", None)
+    if conversation_id is None and missing is not None:
+        report.problems += [_missing(first, last) for first, last in missing()]
     return report
+
+
+UNKNOWN_CONVERSATION = ""
+"""The ``conversation_id`` of a problem whose conversation the database no longer records."""
+
+
+def _missing(first: int, last: int) -> ChainProblem:
+    """A gap in a SQLite file's stream numbers: streams deleted whole, their conversation unknown."""
+    numbers = f"#{first}" if first == last else f"#{first}-#{last}"
+    return ChainProblem(
+        numbers,
+        UNKNOWN_CONVERSATION,
+        1,
+        None,
+        "removed",
+        f"stream number {numbers} of the file is missing: its streams row (and any events) was deleted; "
+        "the file does not record which conversation or tenant it belonged to",
+    )
 
 
 def heads(store: Store) -> list[tuple[str, str, int]]:

@@ -33,46 +33,51 @@ def build(store: Store) -> None:
     store.start_conversation("c2", messages=[{"role": "user", "content": "leave me alone"}])
 
 
-def _found(store: Store, kept: Sequence[tuple[str, str, int]] | None = None) -> list[tuple[str, str, int]]:
+def _found(store: Store, kept: Sequence[tuple[str, str, int]] | None = None) -> list[Found]:
     return [(p.stream_id, p.kind, p.version) for p in verify(store, kept=kept).problems]
 
 
 _METADATA = """UPDATE streams SET metadata = '{"owner":"mallory"}' WHERE stream_id = 'c1'"""
-Edit = tuple[list[str], tuple[str, str, int] | None, tuple[str, str, int]]
-"""Statements, what verify names from the database alone (None: nothing), what it names against kept heads."""
+Found = tuple[str, str, int]
+Edit = tuple[list[str], list[Found], list[Found]]
+"""Statements, what verify names from the database alone, what it names against kept heads."""
+GAP = ("#2", "removed", 1)
+"""The call's stream number (c1 is 1, its call 2, c2 3), missing from the SQLite file."""
 
 SQLITE_EDITS: dict[str, Edit] = {
     "delete a tool call's events, streams row left": (
         [f"DELETE FROM events WHERE {_CALL_SID}"],
-        (CALL, "removed", 1),
-        (CALL, "removed", 1),
+        [(CALL, "removed", 1)],
+        [(CALL, "removed", 1)],
     ),
-    # No head row is left: nothing in the file says the call existed; the kept heads do.
+    # No row is left: the file shows a missing stream number; the kept heads name the call.
     "delete a tool call's events and its streams row": (
         [f"DELETE FROM events WHERE {_CALL_SID}", f"DELETE FROM streams WHERE {_CALL_SID}"],
-        None,
-        (CALL, "removed", 1),
+        [GAP],
+        [(CALL, "removed", 1), GAP],
     ),
-    "edit the conversation's metadata": ([_METADATA], ("c1", "changed", 1), ("c1", "changed", 1)),
+    "edit the conversation's metadata": ([_METADATA], [("c1", "changed", 1)], [("c1", "changed", 1)]),
 }
 POSTGRES_EDITS: dict[str, Edit] = {
     "delete a tool call's events, head row left": (
         [f"DELETE FROM events WHERE {_CALL_WHERE}"],
-        (CALL, "removed", 1),
-        (CALL, "removed", 1),
+        [(CALL, "removed", 1)],
+        [(CALL, "removed", 1)],
     ),
+    # Nothing is left in the database; the kept heads name the call.
     "delete a tool call's events and its head row": (
         [f"DELETE FROM events WHERE {_CALL_WHERE}", f"DELETE FROM streams WHERE {_CALL_WHERE}"],
-        None,
-        (CALL, "removed", 1),
+        [],
+        [(CALL, "removed", 1)],
     ),
-    "edit the conversation's metadata": ([_METADATA], ("c1", "changed", 1), ("c1", "changed", 1)),
+    "edit the conversation's metadata": ([_METADATA], [("c1", "changed", 1)], [("c1", "changed", 1)]),
 }
 
 
 @pytest.mark.parametrize("edit", list(SQLITE_EDITS), ids=list(SQLITE_EDITS))
 def test_sqlite_edits_beyond_the_conversations_events_are_named(tmp_path: Path, edit: str) -> None:
-    """The edit is named by verify against kept heads, and from the file alone where the file keeps a trace."""
+    """The edit is named by verify from the file alone (a whole deleted stream as its missing number), and
+    against kept heads by stream."""
     statements, alone, found = SQLITE_EDITS[edit]
     path = str(tmp_path / "chat.db")
     with open_store(f"sqlite:///{path}") as store:
@@ -80,8 +85,8 @@ def test_sqlite_edits_beyond_the_conversations_events_are_named(tmp_path: Path, 
         kept = heads(store)
         assert verify(store).ok
         tamper_sqlite(path, statements)
-        assert _found(store) == ([] if alone is None else [alone])
-        assert _found(store, kept) == [found]
+        assert _found(store) == alone
+        assert _found(store, kept) == found
         assert not verify(store, "c1", kept=kept).ok and verify(store, "c2", kept=kept).ok
 
 
@@ -95,5 +100,5 @@ def test_postgres_edits_beyond_the_conversations_events_are_named(postgres_url: 
         kept = heads(store)
         assert verify(store).ok
         tamper_postgres(postgres_url, statements)
-        assert _found(store) == ([] if alone is None else [alone])
-        assert _found(store, kept) == [found]
+        assert _found(store) == alone
+        assert _found(store, kept) == found

@@ -168,13 +168,14 @@ TAMPERS = [
         "changed",
         5,
     ),
-    # Without its streams row a SQLite stream's events are not read at all: the conversation is gone.
+    # Without its streams row a SQLite stream's events are not read at all: the conversation is gone,
+    # and the file shows its stream number (1) missing, not whose it was.
     Tamper(
         "delete the stream row",
         ["DELETE FROM streams WHERE stream_id = 'c1'"],
         ["DELETE FROM streams WHERE stream_id = 'c1'"],
         Found("c1", "removed", 5),
-        None,
+        Found("#1", "removed", 1),
         Found("c1", "removed", 1),
     ),
     # SQLite keeps the tenant on the stream, not on each event: only the whole stream can move.

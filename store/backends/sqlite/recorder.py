@@ -515,5 +515,21 @@ class SQLiteRecorder(PagedLog):
         rows = self._query("SELECT COALESCE(MAX(position), 0) FROM events", ())
         return int(rows[0][0])
 
+    def missing_streams(self) -> list[tuple[int, int]]:
+        """Ranges ``(first, last)`` of stream numbers the file issued whose ``streams`` row is gone.
+
+        Stream numbers (``sid``, ``AUTOINCREMENT``) are issued in order, never reused and
+        never skipped (a failed or rolled-back insert takes none), and the triggers refuse
+        to delete a stream: a gap is a stream deleted by someone who dropped them.
+        """
+        rows = self._query(
+            "WITH s(sid, prev) AS (SELECT sid, LAG(sid, 1, 0) OVER (ORDER BY sid) FROM streams) "
+            "SELECT prev + 1, sid - 1 FROM s WHERE sid > prev + 1 "
+            "UNION ALL SELECT (SELECT COALESCE(MAX(sid), 0) FROM streams) + 1, seq FROM sqlite_sequence "
+            "WHERE name = 'streams' AND seq > (SELECT COALESCE(MAX(sid), 0) FROM streams)",
+            (),
+        )
+        return [(int(first), int(last)) for first, last in rows]
+
     def close(self) -> None:
         self._conns.close()
