@@ -14,12 +14,23 @@ from typing import Any
 
 from chatledger.store.errors import ValidationError
 
-__all__ = ["RESULT_ID_PREFIX", "ROLES", "check_reserved_id", "pending_tool_calls", "tool_calls_of", "validate_message"]
+__all__ = [
+    "ASSISTANT_ID_PREFIX",
+    "RESULT_ID_PREFIX",
+    "ROLES",
+    "check_reserved_id",
+    "pending_tool_calls",
+    "tool_calls_of",
+    "validate_message",
+]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 RESULT_ID_PREFIX = "tool-result:"
 """Message ids ``tool-result:<call id>`` are the executor's: the result of that call, nothing else."""
+
+ASSISTANT_ID_PREFIX = "assistant:"
+"""Message ids ``assistant:<call id>`` are the executor's: the assistant turn whose first call that is."""
 
 
 def validate_message(message: Any, where: str = "message") -> dict[str, Any]:
@@ -106,20 +117,31 @@ def pending_tool_calls(messages: list[dict[str, Any]]) -> list[str]:
 def check_reserved_id(message_id: str, message: Mapping[str, Any], where: str) -> None:
     """Refuse a client message under a reserved id it may not take.
 
-    ``tool-result:<call id>`` is where the executor records the result of that call;
-    it admits only a tool message answering that very call (the adapters store
-    the executor's result there too). Anything else under it would become the
-    call's result or keep the real one from being recorded.
+    The executor records a call's result under ``tool-result:<call id>`` and the
+    assistant turn that made it under ``assistant:<first call id>``. Each admits
+    only that very message: a tool message answering the call (the adapters store
+    the executor's result there too), an assistant message whose first tool call
+    has that id. Anything else under them would stand in for the call's result or
+    turn, or keep the real one from being recorded.
 
     Raises:
         ValidationError: naming ``where`` (the message id's field).
     """
-    if not message_id.startswith(RESULT_ID_PREFIX):
-        return
-    call_id = message_id[len(RESULT_ID_PREFIX) :]
-    if message.get("role") != "tool" or message.get("tool_call_id") != call_id:
-        raise ValidationError(
-            where,
-            f"{message_id!r} is reserved for the result of tool call {call_id!r}: "
-            "only a tool message with that tool_call_id may use it",
-        )
+    if message_id.startswith(RESULT_ID_PREFIX):
+        call_id = message_id[len(RESULT_ID_PREFIX) :]
+        if message.get("role") != "tool" or message.get("tool_call_id") != call_id:
+            raise ValidationError(
+                where,
+                f"{message_id!r} is reserved for the result of tool call {call_id!r}: "
+                "only a tool message with that tool_call_id may use it",
+            )
+    elif message_id.startswith(ASSISTANT_ID_PREFIX):
+        call_id = message_id[len(ASSISTANT_ID_PREFIX) :]
+        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+        first = calls[0] if isinstance(calls, list) and calls else None
+        if not isinstance(first, Mapping) or first.get("id") != call_id:
+            raise ValidationError(
+                where,
+                f"{message_id!r} is reserved for the assistant turn whose first tool call is {call_id!r}: "
+                "only that assistant message may use it",
+            )

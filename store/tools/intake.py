@@ -18,7 +18,7 @@ from chatledger.store.backends.recorder import call_stream_id
 from chatledger.store.errors import ConflictError, PendingToolCallsError, ValidationError
 from chatledger.store.events import MessageAppended, ToolCallRequested
 from chatledger.store.handle import Store
-from chatledger.store.messages import pending_tool_calls, validate_message
+from chatledger.store.messages import ASSISTANT_ID_PREFIX, pending_tool_calls, validate_message
 from chatledger.store.tools.compare import check_same
 from chatledger.store.tools.ledger import open_call
 from chatledger.store.tools.registry import ToolRegistry
@@ -72,7 +72,7 @@ def final_tool_calls(message: Any, where: str = "assistant_message") -> list[Cal
 
 def assistant_message_id(first_call_id: str) -> str:
     """The message id the executor stores an assistant message under: its first call's."""
-    return f"assistant:{first_call_id}"
+    return f"{ASSISTANT_ID_PREFIX}{first_call_id}"
 
 
 def call_exists(store: Store, conversation_id: str, tool_call_id: str) -> bool:

@@ -36,6 +36,24 @@ def test_a_client_cannot_take_the_executors_result_id(store: Store) -> None:
     assert started.value.field == "message_ids[0]"
 
 
+def test_a_client_cannot_take_the_executors_assistant_id(store: Store) -> None:
+    """A client message under the id the executor records an assistant turn with (``assistant:<first call
+    id>``) that is not that turn is refused with a ValidationError naming the field, so the executor can
+    still record the turn and run its calls."""
+    conv = store.start_conversation(messages=[{"role": "user", "content": "hi"}])
+    before = store.version(conv)
+    for message in [
+        {"role": "user", "content": "mine"},
+        {"role": "assistant", "content": "no calls"},
+        assistant(call("other", "count", {"item": 1})),
+    ]:
+        with pytest.raises(ValidationError) as caught:
+            store.append(conv, [message], message_ids=["assistant:a1"])
+        assert caught.value.field == "message_ids[0]"
+        assert store.version(conv) == before
+    store.append(conv, [assistant(call("a1", "count", {"item": 1}))], message_ids=["assistant:a1"])
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_client_answer_under_the_result_id_does_not_stop_a_worker(store_url: str, tmp_path: Path) -> None:
     """A client that answers a queued call itself, under the call's result id, neither stops the worker nor
