@@ -6,8 +6,16 @@ Run it (offline: the model is scripted)::
 
 ``POST /conversations/{id}/messages`` with ``{"message_id": "...", "content": "weather Rome"}``:
 the client's message id makes the request idempotent — a duplicate or retried POST
-returns the same answer, stores nothing twice and runs no tool again, whichever
-worker process receives it. ``GET /conversations/{id}/messages`` returns the history.
+returns the same answer, stores nothing twice, makes no model call and runs no tool
+again, whichever worker process receives it. Two different POSTs on one conversation
+run one after the other; one that waits longer than ``CHATLEDGER_WAIT_SECONDS``
+(default 60) gets 409 with ``Retry-After`` (docs/turns.md). ``CHATLEDGER_LEASE_SECONDS``
+(default 30) bounds how long a retry waits after a worker was killed mid-request.
+``GET /conversations/{id}/messages`` returns the history.
+
+With ``OPENAI_BASE_URL`` set (any OpenAI-compatible server; install
+``chatledger[openai,examples]``), the model is AutoGen's ``OpenAIChatCompletionClient``,
+streaming, instead of the offline script.
 """
 
 from __future__ import annotations
@@ -18,13 +26,13 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from autogen_core.models import LLMMessage
-from fastapi import FastAPI
+from autogen_core.models import ChatCompletionClient, LLMMessage
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
 from chatledger.adapters.agentchat import chatledger_agent
-from chatledger.adapters.scripted import ScriptedChatCompletionClient, call, current_prompt
-from chatledger.store import Store, open_store
+from chatledger.adapters.scripted import FUNCTION_CALLING_MODEL_INFO, ScriptedChatCompletionClient, call, current_prompt
+from chatledger.store import ConversationBusy, Store, open_store
 
 app = FastAPI(title="chatledger AgentChat example")
 
@@ -67,26 +75,52 @@ class PostMessage(BaseModel):
     content: str
 
 
+def model_client() -> ChatCompletionClient:
+    """The model: an OpenAI-compatible server when ``OPENAI_BASE_URL`` is set, else the offline script."""
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    if not base_url:
+        return ScriptedChatCompletionClient(scripted_model, delay=0.02)
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+    return OpenAIChatCompletionClient(
+        model=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
+        base_url=base_url,
+        api_key=os.environ.get("OPENAI_API_KEY", "unused"),
+        model_info=FUNCTION_CALLING_MODEL_INFO,
+    )
+
+
 async def handle_request(conversation_id: str, message_id: str, prompt: str) -> str:
     """Build fresh agents, load the conversation, run one turn, store it."""
+    model = model_client()
     agent = chatledger_agent(
         store(),
         conversation_id,
         name="assistant",
         request_id=message_id,
-        model_client=ScriptedChatCompletionClient(scripted_model, delay=0.02),
+        model_client=model,
         tools=[get_weather],
         system_message="You answer weather questions.",
         reflect_on_tool_use=True,
+        model_client_stream=True,
+        lease_seconds=float(os.environ.get("CHATLEDGER_LEASE_SECONDS", "30")),
+        wait_seconds=float(os.environ.get("CHATLEDGER_WAIT_SECONDS", "60")),
     )
-    result = await agent.run(task=prompt)
+    try:
+        result = await agent.run(task=prompt)
+    finally:
+        await model.close()
     return result.messages[-1].to_text()
 
 
 @app.post("/conversations/{conversation_id}/messages")
 async def post_message(conversation_id: str, body: PostMessage) -> dict[str, str]:
-    """Answer a user message (idempotent by ``message_id``)."""
-    answer = await handle_request(conversation_id, body.message_id, body.content)
+    """Answer a user message (idempotent by ``message_id``); 409 while the conversation stays busy."""
+    try:
+        answer = await handle_request(conversation_id, body.message_id, body.content)
+    except ConversationBusy as busy:
+        retry = str(max(1, round(busy.retry_after or 1)))
+        raise HTTPException(409, str(busy), headers={"Retry-After": retry}) from None
     return {"message_id": body.message_id, "answer": answer}
 
 

@@ -5,6 +5,13 @@ ids and adapter metadata) and a copy of the recorded outcome of every tool call
 answered within that range, so an executor asked for one of those calls in the
 fork returns the recorded outcome instead of running the tool. Its
 ``conversation.started`` event names the source and the version it was taken at.
+
+**A fork point inside a tool-call turn carries the turn's recorded results.** When
+``at_version`` falls between an assistant message with tool calls and its results,
+the fork also takes the source's tool messages that immediately follow and answer
+those calls (``forked_from["carried_to"]`` names the last version taken), so the
+fork's history obeys the provider rule and those calls are never run again. A call
+the source has no result for stays open in the fork, as in the source.
 """
 
 from __future__ import annotations
@@ -70,8 +77,11 @@ def fork(
             {"metadata": meta, "forked_from": {"conversation_id": conversation_id, "version": version}},
         )
     ]
+    carried = _carried_results(store, conversation_id, events, version)
+    if carried:
+        drafts[0].payload["forked_from"]["carried_to"] = carried[-1].version
     answered: list[str] = []
-    for event in events:
+    for event in [*events, *carried]:
         if isinstance(event, MessageAppended):
             payload: dict[str, Any] = {"message_id": event.message_id, "message": event.message}
             if event.meta is not None:
@@ -105,3 +115,33 @@ def fork(
                 lease_until=None,
             )
     return target
+
+
+def _carried_results(store: Store, conversation_id: str, events: list[Any], version: int) -> list[MessageAppended]:
+    """The source's tool messages right after ``version`` that answer calls still open at it."""
+    open_calls: set[str] = set()
+    for event in events:
+        if not isinstance(event, MessageAppended):
+            continue
+        message = event.message
+        if message.get("role") == "tool":
+            open_calls.discard(str(message.get("tool_call_id")))
+        else:
+            calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+            open_calls = (
+                {str(c.get("id")) for c in calls if isinstance(c, Mapping)} if isinstance(calls, list) else set()
+            )
+    carried: list[MessageAppended] = []
+    if not open_calls:
+        return carried
+    for event in store.events(conversation_id, version):
+        if not isinstance(event, MessageAppended):
+            continue
+        call_id = event.message.get("tool_call_id")
+        if event.message.get("role") != "tool" or call_id not in open_calls:
+            break
+        open_calls.discard(str(call_id))
+        carried.append(event)
+        if not open_calls:
+            break
+    return carried

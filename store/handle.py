@@ -25,6 +25,7 @@ from chatledger.store.errors import (
     ConflictError,
     EncryptedPayloadError,
     ErasedError,
+    InvalidHistoryError,
     NotFoundError,
     PendingToolCallsError,
     ValidationError,
@@ -33,6 +34,7 @@ from chatledger.store.events import ConversationStarted, ErasedEvent, Event, Mes
 from chatledger.store.integrity.redaction import Redactor
 from chatledger.store.integrity.verify import Kept, Progress, VerifyReport, verify
 from chatledger.store.messages import check_reserved_id, pending_tool_calls, validate_message
+from chatledger.store.validity import provider_violations
 from chatledger.store.writer import (
     FORBIDDEN_IN_IDS,
     UNCHANGED,
@@ -604,12 +606,24 @@ class Store:
     ) -> list[dict[str, Any]]:
         """The conversation as OpenAI chat messages, ready to send to a model.
 
+        Only histories that obey the provider rule (:mod:`chatledger.store.validity`:
+        every assistant tool call answered by one tool message per call id,
+        immediately after it) are handed out. A stored history that breaks it (one
+        written by an older adapter, or imported) is refused, never repaired: the
+        log stays as stored, and the error names the first offending position, so
+        ``as_of`` (or a fork) before it gives a valid history again.
+
         Raises:
-            PendingToolCallsError: an assistant tool call has no result yet
-                (unless ``allow_pending``); the executor closes such calls.
+            PendingToolCallsError: the last assistant message's tool calls are not all
+                answered yet (a turn in progress; allowed with ``allow_pending``).
+            InvalidHistoryError: the history breaks the provider rule anywhere else,
+                naming each violation's message index and call id.
             NotFoundError: no such conversation for this tenant.
         """
         msgs = self.messages(conversation_id, as_of)
+        found = provider_violations(msgs, allow_pending_tail=True)
+        if found:
+            raise InvalidHistoryError(f"the history of conversation {conversation_id!r}", found)
         if not allow_pending:
             pending = pending_tool_calls(msgs)
             if pending:

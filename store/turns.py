@@ -236,9 +236,8 @@ class Turn:
         except (ConcurrencyError, ConflictError):
             pass  # taken over already: nothing of ours to release
 
-    @contextmanager
-    def kept_alive(self) -> Iterator[Turn]:
-        """Renew the lease from a background thread while the block runs (every third of the lease)."""
+    def keep_alive(self) -> Callable[[], None]:
+        """Start renewing the lease from a background thread (every third of the lease); return the stop."""
         stop = threading.Event()
         interval = self.gate.lease_seconds / 3
 
@@ -251,11 +250,22 @@ class Turn:
 
         thread = threading.Thread(target=beat, name="chatledger-turn-lease", daemon=True)
         thread.start()
+
+        def halt() -> None:
+            stop.set()
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+
+        return halt
+
+    @contextmanager
+    def kept_alive(self) -> Iterator[Turn]:
+        """Renew the lease while the block runs (see :meth:`keep_alive`)."""
+        halt = self.keep_alive()
         try:
             yield self
         finally:
-            stop.set()
-            thread.join(timeout=5)
+            halt()
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,13 @@ from autogen_core.tools import BaseTool, FunctionTool, StaticWorkbench, Workbenc
 
 from chatledger.adapters.agentchat.context import LedgerModelContext, Record
 from chatledger.adapters.agentchat.models import RecordedChatCompletionClient
+from chatledger.adapters.agentchat.outcomes import recorded_result, result_outcome, task_messages
 from chatledger.adapters.agentchat.session import SLOT_STREAM, Session
-from chatledger.adapters.agentchat.workbench import ExecutorWorkbench
+from chatledger.adapters.agentchat.workbench import ExecutorWorkbench, carry_context
 from chatledger.store import ReplayDivergence, Store
 from chatledger.store.fork import fork
 from chatledger.store.responses import record_response, recorded_responses
+from chatledger.store.turns import DEFAULT_LEASE_SECONDS, DEFAULT_WAIT_SECONDS
 
 __all__ = [
     "LedgerAssistantAgent",
@@ -93,14 +95,15 @@ class LedgerAssistantAgent(AssistantAgent):
             async for item in super().on_messages_stream(messages, cancellation_token):
                 yield item
             return
-        for message in messages:
-            session.observe(message)
-        async for item in super().on_messages_stream(messages, cancellation_token):
-            if isinstance(item, Response):
-                inner = [session.observe(m) for m in item.inner_messages or []]
-                yield Response(chat_message=session.observe(item.chat_message), inner_messages=inner)
-            else:
-                yield session.observe(item)
+        async with session.turn():
+            for message in messages:
+                session.observe(message)
+            async for item in super().on_messages_stream(messages, cancellation_token):
+                if isinstance(item, Response):
+                    inner = [session.observe(m) for m in item.inner_messages or []]
+                    yield Response(chat_message=session.observe(item.chat_message), inner_messages=inner)
+                else:
+                    yield session.observe(item)
 
     async def run(
         self,
@@ -109,13 +112,30 @@ class LedgerAssistantAgent(AssistantAgent):
         cancellation_token: CancellationToken | None = None,
         output_task_messages: bool = True,
     ) -> TaskResult:
-        """The stock ``run``; the result's messages (the task too) carry their stored ids."""
-        result = await super().run(
-            task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
-        )
-        if self.session.team_managed:
-            return result
-        return TaskResult(messages=[self.session.observe(m) for m in result.messages], stop_reason=result.stop_reason)
+        """The stock ``run`` under the request's turn; the result's messages (the task too) carry their stored ids.
+
+        A request that finished already (a duplicate delivery, a retry) is answered
+        with its recorded result: no model call, no tool run.
+        """
+        session = self.session
+        if session.team_managed:
+            return await super().run(
+                task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
+            )
+        async with session.turn() as scope:
+            messages = task_messages(task)
+            recorded = recorded_result(session, scope.recorded, messages)
+            if recorded is not None:
+                return recorded
+            stored = [session.observe(m) for m in messages]
+            result = await super().run(
+                task=stored or None, cancellation_token=cancellation_token, output_task_messages=output_task_messages
+            )
+            observed = TaskResult(
+                messages=[session.observe(m) for m in result.messages], stop_reason=result.stop_reason
+            )
+            scope.outcome = result_outcome(messages, observed)
+            return observed
 
     async def run_stream(
         self,
@@ -124,18 +144,36 @@ class LedgerAssistantAgent(AssistantAgent):
         cancellation_token: CancellationToken | None = None,
         output_task_messages: bool = True,
     ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | TaskResult, None]:
-        """The stock ``run_stream``; every message (the task too) carries its stored id."""
-        async for item in super().run_stream(
-            task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
-        ):
-            if self.session.team_managed or isinstance(item, ModelClientStreamingChunkEvent):
+        """The stock ``run_stream`` under the request's turn; every message (the task too) carries its stored id."""
+        session = self.session
+        if session.team_managed:
+            async for item in super().run_stream(
+                task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
+            ):
                 yield item
-            elif isinstance(item, TaskResult):
-                yield TaskResult(
-                    messages=[self.session.observe(m) for m in item.messages], stop_reason=item.stop_reason
-                )
-            else:
-                yield self.session.observe(item)
+            return
+        async with session.turn() as scope:
+            messages = task_messages(task)
+            recorded = recorded_result(session, scope.recorded, messages)
+            if recorded is not None:
+                for message in recorded.messages:
+                    yield message
+                yield recorded
+                return
+            stored = [session.observe(m) for m in messages]
+            async for item in super().run_stream(
+                task=stored or None, cancellation_token=cancellation_token, output_task_messages=output_task_messages
+            ):
+                if isinstance(item, ModelClientStreamingChunkEvent):
+                    yield item
+                elif isinstance(item, TaskResult):
+                    observed = TaskResult(
+                        messages=[session.observe(m) for m in item.messages], stop_reason=item.stop_reason
+                    )
+                    scope.outcome = result_outcome(messages, observed)
+                    yield observed
+                else:
+                    yield session.observe(item)
 
 
 def _tool_names(tools: Sequence[Any]) -> list[BaseTool[Any, Any]]:
@@ -145,7 +183,7 @@ def _tool_names(tools: Sequence[Any]) -> list[BaseTool[Any, Any]]:
             out.append(t)
         else:
             out.append(FunctionTool(t, description=(t.__doc__ or t.__name__).strip(), name=t.__name__))
-    return out
+    return [carry_context(t) for t in out]
 
 
 def chatledger_agent(
@@ -160,6 +198,8 @@ def chatledger_agent(
     idempotent: Collection[str] = (),
     buffer_size: int | None = None,
     candidate: ChatCompletionClient | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
     **agent_kwargs: Any,
 ) -> LedgerAssistantAgent:
     """A fresh ``AssistantAgent`` for one request, wired to chatledger.
@@ -176,6 +216,11 @@ def chatledger_agent(
         idempotent: names of tools that may be re-run after a worker crash.
         buffer_size: send only the last N messages to the model.
         candidate: replay only: a model whose answers are compared with the record.
+        lease_seconds: the lease on the request's turn and on each tool call (default 30 s):
+            a retry after the worker running the request was killed waits at most this
+            long. With a :class:`Session`, set it on the session instead.
+        wait_seconds: how long the request waits behind another request on the same
+            conversation before ``ConversationBusy`` (default 60 s; see docs/turns.md).
         agent_kwargs: anything else ``AssistantAgent`` takes (``system_message``,
             ``handoffs``, ``reflect_on_tool_use``, ``model_client_stream``, ...).
     """
@@ -184,7 +229,9 @@ def chatledger_agent(
     else:
         if conversation_id is None:
             raise ValueError("chatledger_agent needs a conversation_id with a store")
-        session = Session(store, conversation_id, request_id=request_id)
+        session = Session(
+            store, conversation_id, request_id=request_id, lease_seconds=lease_seconds, wait_seconds=wait_seconds
+        )
     session.agents.add(name)
     inner = workbench
     marked = set(idempotent)
@@ -193,6 +240,9 @@ def chatledger_agent(
             raise ValueError("pass tools or a workbench, not both")
         inner = StaticWorkbench(_tool_names(tools))
         marked |= {getattr(t, "__name__", "") for t in tools if getattr(t, _TOOL_MARK, {}).get("idempotent")}
+    if isinstance(inner, StaticWorkbench):
+        for t in getattr(inner, "_tools", []):
+            carry_context(t)
     wb: ExecutorWorkbench | None = None
     if inner is not None:
         wb = ExecutorWorkbench(
@@ -263,27 +313,34 @@ class LedgerTeam:
         task: str | BaseChatMessage | Sequence[BaseChatMessage] | None = None,
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | TaskResult, None]:
-        """The team's stream, stored as it goes; streaming chunks pass through unstored."""
+        """The team's stream under the request's turn, stored as it goes; streaming chunks pass through unstored.
+
+        A request that finished already is answered with its recorded result.
+        """
         session = self.session
-        messages: list[BaseChatMessage] = []
-        if isinstance(task, str):
-            messages = [TextMessage(content=task, source="user")]
-        elif isinstance(task, BaseChatMessage):
-            messages = [task]
-        elif task is not None:
-            messages = list(task)
-        messages = [session.observe(m) for m in messages]
-        await self._resume()
-        team_task: Any = messages[0] if len(messages) == 1 else (messages or None)
-        async for item in self.team.run_stream(task=team_task, cancellation_token=cancellation_token):
-            if isinstance(item, TaskResult):
-                session.flush()
-                stored = [session.observe(m) for m in item.messages]
-                yield TaskResult(messages=stored, stop_reason=item.stop_reason)
-            elif isinstance(item, ModelClientStreamingChunkEvent):
-                yield item
-            else:
-                yield session.observe(item)
+        async with session.turn() as scope:
+            messages = task_messages(task)
+            recorded = recorded_result(session, scope.recorded, messages)
+            if recorded is not None:
+                for message in recorded.messages:
+                    yield message
+                yield recorded
+                return
+            messages = [session.observe(m) for m in messages]
+            await self._resume()
+            team_task: Any = messages[0] if len(messages) == 1 else (messages or None)
+            async for item in self.team.run_stream(task=team_task, cancellation_token=cancellation_token):
+                if isinstance(item, TaskResult):
+                    session.flush()
+                    stored = TaskResult(
+                        messages=[session.observe(m) for m in item.messages], stop_reason=item.stop_reason
+                    )
+                    scope.outcome = result_outcome(messages, stored)
+                    yield stored
+                elif isinstance(item, ModelClientStreamingChunkEvent):
+                    yield item
+                else:
+                    yield session.observe(item)
 
     async def _resume(self) -> None:
         """Point the fresh team's manager at the next speaker the log implies."""

@@ -25,6 +25,14 @@ executor uses). Transcript-only items (``StopMessage``, selector events, ...) ar
 stored with ``meta["llm"] = False`` and never reach a model; a ``ThoughtEvent``
 (``meta["llm"] = "thought"``) becomes the ``thought`` of the agent's next turn.
 
+**Only provider-valid histories reach a model.** :func:`model_view` is the one place
+the model's view is built, and it first checks the stored messages against the
+provider rule (:func:`chatledger.store.validity.check_provider_valid`, the rule
+``Store.history()`` applies): a stored history that breaks it (written by an older
+adapter, imported, or cut by an old fork between a tool call and its results) raises
+``InvalidHistoryError`` naming the position, before any model call, instead of the
+provider's HTTP 400.
+
 **Point of view** (:func:`model_view`): an agent sees its own turns as assistant
 messages (with their tool calls and results), and other participants' chat
 messages as ``UserMessage(source=name)``, never their tool calls: the same view
@@ -59,6 +67,7 @@ from autogen_core.models import (
 )
 
 from chatledger.store.tools.ledger import tool_result_message_id
+from chatledger.store.validity import check_provider_valid
 
 __all__ = ["LedgerModelContext", "PrefixSource", "Record", "model_view", "to_records"]
 
@@ -129,7 +138,11 @@ def model_view(stored: Sequence[tuple[dict[str, Any], Mapping[str, Any] | None]]
     Args:
         stored: ``(message, meta)`` pairs in conversation order.
         agent: the agent whose point of view to take.
+
+    Raises:
+        InvalidHistoryError: the stored messages break the provider rule (the position is named).
     """
+    check_provider_valid([message for message, _ in stored], "the stored history before this request")
     out: list[LLMMessage] = []
     own_calls: dict[str, str] = {}
     results: list[FunctionExecutionResult] = []

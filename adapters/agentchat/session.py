@@ -14,26 +14,46 @@ id, so a retried or duplicated request is *the same* request). It
   is a no-op, and the messages it yields carry the stored ids;
 * knows the request's *cut*: the history before the request's first stored
   message, which is what every agent of the request sees before its own turns;
-* in replay mode writes nothing and compares each item with the record instead.
+* in replay mode writes nothing and compares each item with the record instead;
+* runs the request under the conversation's turn (:mod:`chatledger.store.turns`):
+  :meth:`Session.turn` claims it before anything is stored, so a duplicate delivery
+  waits for the first and is answered with its recorded result (no model call, no
+  tool run), and a different request on the conversation waits and then runs on the
+  first one's result (or gets ``ConversationBusy`` after ``wait_seconds``).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent
 from autogen_core.models import LLMMessage
 
 from chatledger.adapters.agentchat.context import Record, model_view, to_records
-from chatledger.store import ConflictError, MessageAppended, ReplayDivergence, Store
+from chatledger.store import ConflictError, MessageAppended, ReplayDivergence, Store, ValidationError
 from chatledger.store.responses import record_response, recorded_responses
+from chatledger.store.turns import DEFAULT_LEASE_SECONDS, DEFAULT_WAIT_SECONDS, Turn, TurnGate
 
-__all__ = ["SLOT_STREAM", "Session"]
+__all__ = ["SLOT_STREAM", "Session", "TurnScope"]
 
 SLOT_STREAM = "agentchat"
 Item = TypeVar("Item", bound=BaseAgentEvent | BaseChatMessage)
+
+
+@dataclass
+class TurnScope:
+    """One entry into a request's turn: ``recorded`` is the finished request's outcome (a duplicate), else None.
+
+    The body sets ``outcome`` (a JSON object) when the request finished; it is recorded
+    as the answer to every later delivery.
+    """
+
+    recorded: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None
 
 
 class Session:
@@ -44,7 +64,11 @@ class Session:
         conversation_id: the conversation (created if missing, unless replaying).
         request_id: identifies the request across retries (default: a new id).
         replay: compare with the record instead of writing.
-        executor_options: passed to each agent's executor (``lease_seconds``, ``worker_id``, ...).
+        lease_seconds: the lease on the request's turn and on each tool call (default 30):
+            how long a retry waits at most after the worker running the request died.
+        wait_seconds: how long the request waits behind another request on the same
+            conversation before ``ConversationBusy`` (default 60).
+        executor_options: passed to each agent's executor (``worker_id``, ``max_attempts``, ...).
     """
 
     def __init__(
@@ -54,13 +78,18 @@ class Session:
         *,
         request_id: str | None = None,
         replay: bool = False,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        wait_seconds: float = DEFAULT_WAIT_SECONDS,
         **executor_options: Any,
     ) -> None:
         self.store = store
         self.conversation_id = conversation_id
         self.request_id = request_id or uuid.uuid4().hex
         self.replay = replay
-        self.executor_options = executor_options
+        self.gate = TurnGate(store, lease_seconds=lease_seconds, wait_seconds=wait_seconds)
+        self.executor_options = {"lease_seconds": lease_seconds, **executor_options}
+        self._turn: Turn | None = None
+        self._depth = 0
         self.agents: set[str] = set()
         self.team_managed = False
         self.workbenches: list[Any] = []
@@ -75,6 +104,57 @@ class Session:
         self._recorded: list[MessageAppended] | None = None
         if not replay:
             store.start_conversation(conversation_id, exist_ok=True)
+
+    # -- the turn --------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[TurnScope]:
+        """Hold the conversation's turn for this request while the block runs (re-entrant).
+
+        The outermost entry claims the turn (waiting behind another request, bounded);
+        a request that finished already gets ``scope.recorded`` and holds nothing. On a
+        normal exit the body's ``scope.outcome`` is recorded; on an exception, or
+        without an outcome, the turn is released for a retry. Replay holds no turn.
+
+        Raises:
+            ConversationBusy: another request kept the turn for all of ``wait_seconds``.
+        """
+        scope = TurnScope()
+        self._depth += 1
+        outer = self._depth == 1 and not self.replay
+        halt = None
+        try:
+            if outer:
+                admission = await self.gate.aenter(self.conversation_id, self.request_id)
+                scope.recorded = admission.recorded
+                self._turn = admission.turn
+                if self._turn is not None:
+                    halt = self._turn.keep_alive()
+            yield scope
+        except BaseException:
+            if outer and self._turn is not None:
+                self._release(halt)
+            raise
+        finally:
+            self._depth -= 1
+        if outer and self._turn is not None:
+            if scope.outcome is None:
+                self._release(halt)
+                return
+            turn, self._turn = self._turn, None
+            if halt is not None:
+                halt()
+            try:
+                turn.complete(scope.outcome)
+            except ValidationError:  # too large to keep: later deliveries re-run from the record
+                turn.complete({"rerun": True})
+
+    def _release(self, halt: Any) -> None:
+        turn, self._turn = self._turn, None
+        if halt is not None:
+            halt()
+        if turn is not None:
+            turn.release()
 
     # -- slots ----------------------------------------------------------------------------------
 
@@ -140,12 +220,20 @@ class Session:
         if self.replay:
             self._compare(records)
         else:
-            self.store.append(
-                self.conversation_id,
-                [m for _, m, _ in records],
-                message_ids=[i for i, _, _ in records],
-                meta=[meta for _, _, meta in records],
-            )
+            try:
+                self.store.append(
+                    self.conversation_id,
+                    [m for _, m, _ in records],
+                    message_ids=[i for i, _, _ in records],
+                    meta=[meta for _, _, meta in records],
+                )
+            except ConflictError:
+                kinds = ", ".join(f"a {meta.get('autogen_type')} from {meta.get('source')!r}" for _, _, meta in records)
+                raise ConflictError(
+                    f"request {self.request_id!r} of conversation {self.conversation_id!r} was stored before with "
+                    f"different content ({kinds} differs from the stored one): a request id (the client's "
+                    "message id) may be reused only for the same request"
+                ) from None
         self.produced.extend(records)
 
     # -- the cut ----------------------------------------------------------------------------------

@@ -21,6 +21,13 @@ an ``McpWorkbench`` links to its request) may have had its effect, so it is
 recorded at once as *outcome unknown*, final: a retried request gets that record
 instead of waiting for the lease to expire, and the tool is not run again.
 
+**Every tool form gets its idempotency key.** ``current_idempotency_key()`` is a
+context variable; AgentChat runs a plain ``def`` tool in a thread pool without
+copying the context, so inside it the key was ``None``. :func:`carry_context` gives
+such a ``FunctionTool`` an async twin that runs the function with
+``asyncio.to_thread``, which copies the context: the key is there in ``def`` and
+``async def`` tools alike.
+
 Tool results are not appended to the conversation by the executor
 (``append_result=False``): the adapter stores them with the rest of the agent's
 turn, under the same ``tool-result:{call_id}`` ids, in one atomic batch.
@@ -29,20 +36,42 @@ turn, under the same ``tool-result:{call_id}`` ids, in one atomic batch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from autogen_core import CancellationToken
-from autogen_core.tools import TextResultContent, ToolResult, ToolSchema, Workbench
+from autogen_core.tools import BaseTool, FunctionTool, TextResultContent, ToolResult, ToolSchema, Workbench
 
 from chatledger.store import ChatledgerError, LeaseLost, Store
 from chatledger.store.tools.executor import Executor, ToolOutcome, current_idempotency_key
 from chatledger.store.tools.ledger import final_draft, load_call, record_outcome
 from chatledger.store.tools.registry import ToolRegistry
 
-__all__ = ["ExecutorWorkbench", "WorkbenchToolError"]
+__all__ = ["ExecutorWorkbench", "WorkbenchToolError", "carry_context"]
+
+
+def carry_context(tool: BaseTool[Any, Any]) -> BaseTool[Any, Any]:
+    """Make a ``FunctionTool`` over a plain ``def`` run in a thread *with* the caller's context.
+
+    ``FunctionTool.run`` hands a sync function to ``run_in_executor``, which drops
+    context variables (the idempotency key among them). The function is swapped for
+    an async wrapper around ``asyncio.to_thread`` (which copies them); its schema,
+    built from the original signature, is unchanged. Other tools are returned as they are.
+    """
+    func = getattr(tool, "_func", None)
+    if not isinstance(tool, FunctionTool) or func is None or inspect.iscoroutinefunction(func):
+        return tool
+
+    @functools.wraps(func)
+    async def in_thread(*args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    tool._func = in_thread
+    return tool
 
 
 class WorkbenchToolError(Exception):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Any
 
-from chatledger.adapters.cli.main import store_from_args
+from chatledger.adapters.cli.main import import_spec, store_from_args
 from chatledger.adapters.cli.render import print_json, print_table
 from chatledger.projections import tool_audit
-from chatledger.store import ValidationError, run_worker
+from chatledger.store import run_worker
 
 __all__ = ["load_tools", "register"]
 
@@ -55,22 +54,12 @@ def register(sub: Any) -> None:
 
 
 def load_tools(spec: str) -> Any:
-    """Import ``module:attr`` (the tools a worker may run).
+    """Import ``module:attr`` (the tools a worker may run), from the current directory too.
 
     Raises:
         ValidationError: the spec is malformed or names nothing importable.
     """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValidationError("--tools", f"must be module:attr, got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-        value = module
-        for part in attr.split("."):
-            value = getattr(value, part)
-    except (ImportError, AttributeError) as exc:
-        raise ValidationError("--tools", f"cannot load {spec!r}: {exc}") from None
-    return value
+    return import_spec(spec, "--tools")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

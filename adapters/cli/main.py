@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from chatledger.store import ChatledgerError, Store, open_store
+from chatledger.store import ChatledgerError, Store, ValidationError, open_store
 
-__all__ = ["build_parser", "main", "store_from_args"]
+__all__ = ["build_parser", "import_spec", "main", "store_from_args"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -30,6 +32,32 @@ def store_from_args(args: argparse.Namespace) -> Store:
     opened: list[Store] = args.__dict__.setdefault("_opened_stores", [])
     opened.append(store)
     return store
+
+
+def import_spec(spec: str, what: str) -> Any:
+    """Import ``module:attr`` (``attr`` may be dotted), from the current directory too.
+
+    The ``chatledger`` console script does not put the current directory on the
+    import path the way ``python -m`` does, so ``--agent myapp:build`` run from the
+    application's own directory could not find ``myapp``; it is added here (first,
+    as ``python -m`` does) before importing.
+
+    Raises:
+        ValidationError: naming the flag, when the spec is malformed or names nothing importable.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValidationError(what, f"must look like module:attr, got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        value: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValidationError(what, f"cannot load {spec!r}: {exc}") from None
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

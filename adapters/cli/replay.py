@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 from typing import Any
 
-from chatledger.adapters.cli.main import store_from_args
+from chatledger.adapters.cli.main import import_spec, store_from_args
 from chatledger.adapters.cli.render import print_json
-from chatledger.store import ValidationError, fork
+from chatledger.store import fork
 from chatledger.store.tools.replay import replay_log
 
 __all__ = ["load_attr", "register"]
@@ -41,14 +40,8 @@ def register(sub: Any) -> None:
 
 
 def load_attr(spec: str, what: str) -> Any:
-    """Import ``module:attr`` (e.g. ``myapp.tools:TOOLS``)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValidationError(what, f"must look like module:attr, got {spec!r}")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValidationError(what, f"cannot load {spec!r}: {exc}") from None
+    """Import ``module:attr`` (e.g. ``myapp.agents:build``), from the current directory too."""
+    return import_spec(spec, what)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
