@@ -32,7 +32,7 @@ a position in a fork, reusing what was recorded before that position.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,7 +52,7 @@ from autogen_core.tools import BaseTool, FunctionTool, StaticWorkbench, Workbenc
 
 from chatledger.adapters.agentchat.context import LedgerModelContext, Record
 from chatledger.adapters.agentchat.models import RecordedChatCompletionClient
-from chatledger.adapters.agentchat.outcomes import recorded_result, result_outcome, task_messages
+from chatledger.adapters.agentchat.outcomes import admitted, result_outcome
 from chatledger.adapters.agentchat.session import SLOT_STREAM, Session
 from chatledger.adapters.agentchat.workbench import ExecutorWorkbench, carry_context
 from chatledger.store import ReplayDivergence, Store
@@ -123,8 +123,7 @@ class LedgerAssistantAgent(AssistantAgent):
                 task=task, cancellation_token=cancellation_token, output_task_messages=output_task_messages
             )
         async with session.turn() as scope:
-            messages = task_messages(task)
-            recorded = recorded_result(session, scope.recorded, messages)
+            messages, recorded = admitted(session, scope.recorded, task)
             if recorded is not None:
                 return recorded
             stored = [session.observe(m) for m in messages]
@@ -152,28 +151,45 @@ class LedgerAssistantAgent(AssistantAgent):
             ):
                 yield item
             return
-        async with session.turn() as scope:
-            messages = task_messages(task)
-            recorded = recorded_result(session, scope.recorded, messages)
-            if recorded is not None:
-                for message in recorded.messages:
-                    yield message
-                yield recorded
-                return
+
+        async def stream(messages: list[BaseChatMessage]) -> AsyncIterator[Item | TaskResult]:
             stored = [session.observe(m) for m in messages]
-            async for item in super().run_stream(
+            async for item in super(LedgerAssistantAgent, self).run_stream(
                 task=stored or None, cancellation_token=cancellation_token, output_task_messages=output_task_messages
             ):
                 if isinstance(item, ModelClientStreamingChunkEvent):
                     yield item
                 elif isinstance(item, TaskResult):
-                    observed = TaskResult(
-                        messages=[session.observe(m) for m in item.messages], stop_reason=item.stop_reason
-                    )
-                    scope.outcome = result_outcome(messages, observed)
-                    yield observed
+                    yield TaskResult(messages=[session.observe(m) for m in item.messages], stop_reason=item.stop_reason)
                 else:
                     yield session.observe(item)
+
+        async for item in under_turn(session, task, stream):
+            yield item
+
+
+Item = BaseAgentEvent | BaseChatMessage
+
+
+async def under_turn(
+    session: Session,
+    task: str | BaseChatMessage | Sequence[BaseChatMessage] | None,
+    stream: Callable[[list[BaseChatMessage]], AsyncIterator[Item | TaskResult]],
+) -> AsyncGenerator[Item | TaskResult, None]:
+    """Run ``stream(task messages)`` under the request's turn, recording its ``TaskResult`` as the outcome.
+
+    A request that finished already yields its recorded messages and result instead.
+    """
+    async with session.turn() as scope:
+        messages, recorded = admitted(session, scope.recorded, task)
+        if recorded is not None:
+            for done in [*recorded.messages, recorded]:
+                yield done
+            return
+        async for item in stream(messages):
+            if isinstance(item, TaskResult):
+                scope.outcome = result_outcome(messages, item)
+            yield item
 
 
 def _tool_names(tools: Sequence[Any]) -> list[BaseTool[Any, Any]]:
@@ -318,29 +334,22 @@ class LedgerTeam:
         A request that finished already is answered with its recorded result.
         """
         session = self.session
-        async with session.turn() as scope:
-            messages = task_messages(task)
-            recorded = recorded_result(session, scope.recorded, messages)
-            if recorded is not None:
-                for message in recorded.messages:
-                    yield message
-                yield recorded
-                return
+
+        async def stream(messages: list[BaseChatMessage]) -> AsyncIterator[Item | TaskResult]:
             messages = [session.observe(m) for m in messages]
             await self._resume()
             team_task: Any = messages[0] if len(messages) == 1 else (messages or None)
             async for item in self.team.run_stream(task=team_task, cancellation_token=cancellation_token):
                 if isinstance(item, TaskResult):
                     session.flush()
-                    stored = TaskResult(
-                        messages=[session.observe(m) for m in item.messages], stop_reason=item.stop_reason
-                    )
-                    scope.outcome = result_outcome(messages, stored)
-                    yield stored
+                    yield TaskResult(messages=[session.observe(m) for m in item.messages], stop_reason=item.stop_reason)
                 elif isinstance(item, ModelClientStreamingChunkEvent):
                     yield item
                 else:
                     yield session.observe(item)
+
+        async for item in under_turn(session, task, stream):
+            yield item
 
     async def _resume(self) -> None:
         """Point the fresh team's manager at the next speaker the log implies."""

@@ -20,7 +20,7 @@ from autogen_agentchat.messages import BaseChatMessage, MessageFactory, TextMess
 from chatledger.adapters.agentchat.session import Session
 from chatledger.store import ConflictError
 
-__all__ = ["recorded_result", "result_outcome", "task_messages"]
+__all__ = ["admitted", "recorded_result", "result_outcome", "task_messages"]
 
 
 def task_messages(task: str | BaseChatMessage | Sequence[BaseChatMessage] | None) -> list[BaseChatMessage]:
@@ -68,3 +68,11 @@ def recorded_result(
     except Exception:
         return None  # a message type this process does not know: re-run from the record instead
     return TaskResult(messages=messages, stop_reason=recorded.get("stop_reason"))
+
+
+def admitted(
+    session: Session, recorded: Mapping[str, Any] | None, task: str | BaseChatMessage | Sequence[BaseChatMessage] | None
+) -> tuple[list[BaseChatMessage], TaskResult | None]:
+    """A run's task messages, and its recorded result when the request finished already (else None)."""
+    messages = task_messages(task)
+    return messages, recorded_result(session, recorded, messages)

@@ -13,22 +13,7 @@ from chatledger.store import InvalidHistoryError, PendingToolCallsError, Store, 
 from chatledger.store.validity import is_provider_valid
 
 from ..conftest import CORPUS
-
-USER = {"role": "user", "content": "hi"}
-
-
-def call(*ids: str) -> dict[str, Any]:
-    """An assistant message calling one tool per id."""
-    return {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [{"id": i, "type": "function", "function": {"name": "f", "arguments": "{}"}} for i in ids],
-    }
-
-
-def result(call_id: str) -> dict[str, Any]:
-    """The tool message answering ``call_id``."""
-    return {"role": "tool", "tool_call_id": call_id, "content": "ok"}
+from ..store.test_validity import USER, call, result
 
 
 def test_results_after_another_message_are_refused_naming_the_position(store: Store) -> None:
