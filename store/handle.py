@@ -550,6 +550,26 @@ class Store:
         decode = self.codec.decode
         return [loads(decode(conversation_id, p))["message"] for p in payloads]
 
+    def message_entries(
+        self, conversation_id: str, as_of: int | None = None
+    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """``(message, meta)`` of each message up to version ``as_of``, as appended.
+
+        ``meta`` is the adapter's metadata (never sent to a model). One payload read, no
+        event objects: what an adapter's model view is built from on every request.
+        """
+        self._head(conversation_id)
+        payloads = self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of)
+        loads = json.loads
+        if not isinstance(self.codec, _PlainCodec) or (payloads and not payloads[0].startswith("{")):
+            decode = self.codec.decode
+            payloads = [decode(conversation_id, p) for p in payloads]
+        entries = []
+        for text in payloads:
+            payload = loads(text)
+            entries.append((payload["message"], payload.get("meta")))
+        return entries
+
     def versioned_messages(
         self, conversation_id: str, after: int = 0, as_of: int | None = None, *, newest: int | None = None
     ) -> list[tuple[int, dict[str, Any]]]:

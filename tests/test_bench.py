@@ -99,3 +99,12 @@ def test_eventsourcing_benchmark_prints_every_measure() -> None:
     assert len(rows) == expected, out
     for row in rows:
         assert float(row[2].replace(",", "")) > 0 and float(row[3].replace(",", "")) > 0, row
+
+
+def test_requests_benchmark_prints_every_length_and_the_duplicate_burst(tmp_path: Path) -> None:
+    """bench/requests.py prints a row per history length and a burst of duplicates costing one request's model calls."""
+    out = bench("requests.py", "--requests", "1", "--burst", "3", "--lengths", "0,40", "--dir", str(tmp_path))
+    rows = [line.split("|")[1].strip() for line in out.splitlines() if re.match(r"^\|\s+\d+ \|", line)]
+    assert rows == ["0", "40"], out
+    burst = next(line for line in out.splitlines() if "concurrent duplicates" in line).split("|")
+    assert burst[2].strip() == burst[3].strip() == "2", out

@@ -57,6 +57,29 @@ def _tool_schema(tool: Tool | ToolSchema) -> Any:
     return dict(tool.schema) if isinstance(tool, Tool) else dict(tool)
 
 
+_DUMPS: dict[int, tuple[LLMMessage, Any]] = {}
+_DUMPS_MAX = 50_000
+
+
+def _dumped(message: LLMMessage) -> Any:
+    """``message.model_dump(mode="json")``, computed once per message object.
+
+    A request sends its stored history (the same message objects, read once per request)
+    with every model call; dumping 5,000 of them for each call's key cost more than the rest
+    of the call. Keyed by identity, holding the object so its id is not reused; LLM messages
+    are not changed after they are built.
+    """
+    key = id(message)
+    hit = _DUMPS.get(key)
+    if hit is not None and hit[0] is message:
+        return hit[1]
+    dumped = message.model_dump(mode="json")
+    if len(_DUMPS) >= _DUMPS_MAX:
+        _DUMPS.clear()
+    _DUMPS[key] = (message, dumped)
+    return dumped
+
+
 def request_key(
     agent: str,
     messages: Sequence[LLMMessage],
@@ -71,7 +94,7 @@ def request_key(
         output = json_output
     body = {
         "agent": agent,
-        "messages": [m.model_dump(mode="json") for m in messages],
+        "messages": [_dumped(m) for m in messages],
         "tools": [_tool_schema(t) for t in tools],
         "json_output": output,
         "extra": dict(extra_create_args or {}),

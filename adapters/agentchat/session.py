@@ -248,13 +248,18 @@ class Session:
         """The stored ``(message, meta)`` pairs before this request's first stored message."""
         if self._prefix is not None:
             return self._prefix
+        entries: list[tuple[dict[str, Any], Mapping[str, Any] | None]]
+        if self.replay:
+            entries = [(event.message, event.meta) for event in self._messages()]
+        else:
+            entries = list(self.store.message_entries(self.conversation_id))
         out: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = []
         started = False
-        for event in self._messages():
-            if (event.meta or {}).get("request") == self.request_id:
+        for message, meta in entries:
+            if (meta or {}).get("request") == self.request_id:
                 started = True
                 break
-            out.append((event.message, event.meta))
+            out.append((message, meta))
         if started:
             self._prefix = out
         return out
