@@ -148,7 +148,7 @@ def _phase(url: str, phase: str) -> dict[str, Any]:
                 cur.itersize = 5000
                 cur.execute(
                     "SELECT position, stream_id, version, conversation_id, tenant, event_id, type, schema_version, "
-                    "key, recorded_at, payload, hash FROM events ORDER BY tx_id, position"
+                    "key, recorded_at, payload, hash FROM events ORDER BY position"
                 )
                 for row in cur:
                     count += 1

@@ -1,8 +1,8 @@
 """The projection runner: folds the global log into read models, exactly once, resumably.
 
 The runner reads the log a page at a time after the last position seen (see
-:mod:`chatledger.projections.pages`; positions are never compared numerically:
-on PostgreSQL they are unique but need not increase in log order), folds each
+:mod:`chatledger.projections.pages`; positions increase in log order on every
+backend), folds each
 page into every projection that stands at the same position, and commits the
 table changes together with the new
 position in one transaction of the read-model backend (see

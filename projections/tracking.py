@@ -4,8 +4,7 @@ Every backend keeps, next to a projection's tables, one tracking row
 (name, version, position, events, updated_at). A batch of the runner is one
 transaction of the backend that (1) locks the tracking rows of the projections
 it advances, (2) writes their table changes and (3) moves their position with
-a compare-and-set on the position it started from. Positions are compared for
-equality only: on PostgreSQL they are unique but need not increase in log order.
+a compare-and-set on the position it started from.
 """
 
 from __future__ import annotations

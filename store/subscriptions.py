@@ -19,9 +19,8 @@ How "once" is kept:
   before its next event (``LeaseLost``).
 * **Position after each event.** The position moves with a compare-and-set
   (``WHERE owner = me AND position = <the one I read>``) right after the
-  handler returns. Positions are only ever compared for equality and the next
-  read is always ``read_all(after=<last position seen>)``: on PostgreSQL
-  positions are unique but need not increase in log order.
+  handler returns; the next read is ``read_all(after=<last position seen>)``
+  (positions increase in log order on every backend).
 * **A failing handler stops the subscription at that event**: the row records
   ``status='stopped'``, the error and the failed event's position; the
   position stays on the last event handled. Nothing is skipped until an

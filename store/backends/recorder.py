@@ -198,11 +198,7 @@ class PagedLog(ABC):
         """The global log after position ``after`` (exclusive), in commit-safe order."""
 
     def iter_all(self, after: int = 0, batch: int = 1000, tenant: str | None = None) -> Iterator[Record]:
-        """Stream the global log in pages of ``batch``, each read after the last position of the one before.
-
-        Positions are only handed back to ``read_all``, never compared: on PostgreSQL they are
-        unique but need not increase in log order.
-        """
+        """Stream the global log in pages of ``batch``, each read after the last position of the one before."""
         while True:
             page = self.read_all(after, batch, tenant)
             yield from page

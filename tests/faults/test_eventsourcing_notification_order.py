@@ -68,14 +68,7 @@ def test_sqlite_followers_miss_no_notification(tmp_path: Path) -> None:
     _follow_while_writing(f"sqlite:///{tmp_path / 'order.db'}")
 
 
-PG_ORDER = (
-    "chatledger's PostgreSQL global positions do not yet increase in the order readers see events "
-    "(issue 16 item 3): a follower reads a lower notification id after a higher one"
-)
-
-
 @pytest.mark.postgres
-@pytest.mark.skip(reason=PG_ORDER)
 def test_postgres_followers_miss_no_notification(postgres_url: str) -> None:
     """The same holds for four processes writing to one PostgreSQL database."""
     _follow_while_writing(postgres_url)

@@ -100,6 +100,34 @@ class PrivateServer:
     def stop(self, mode: str = "immediate") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def advance_xids(self, next_xid: int = 1 << 24) -> None:
+        """Move the server's transaction id counter forward to ``next_xid`` (``pg_resetwal -x``).
+
+        ``next_xid`` must start a pg_xact segment (a multiple of 1,048,576), so the server can
+        start on it; the default puts it about 16.8 million ahead of a fresh cluster.
+        """
+        self.stop("fast")
+        self._run("pg_resetwal", "-x", str(next_xid), "-D", str(self.data))
+        self.start()
+
+    def dump(self, path: Path) -> None:
+        """``pg_dump`` the ``postgres`` database in the custom format to ``path``."""
+        subprocess.run(
+            [str(PG_BIN / "pg_dump"), "-Fc", "-f", str(path), "-d", self.url],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def restore(self, path: Path) -> None:
+        """``pg_restore`` a custom-format dump into the ``postgres`` database."""
+        subprocess.run(
+            [str(PG_BIN / "pg_restore"), "--exit-on-error", "-d", self.url, str(path)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
     def close(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("fast")
