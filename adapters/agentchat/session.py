@@ -34,7 +34,7 @@ from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelCli
 from autogen_core.models import LLMMessage
 
 from chatledger.adapters.agentchat.context import Record, model_view, to_records
-from chatledger.store import ConflictError, MessageAppended, ReplayDivergence, Store, ValidationError
+from chatledger.store import ConflictError, MessageAppended, NotFoundError, ReplayDivergence, Store, ValidationError
 from chatledger.store.responses import record_response, recorded_responses
 from chatledger.store.turns import DEFAULT_LEASE_SECONDS, DEFAULT_WAIT_SECONDS, Turn, TurnGate
 
@@ -103,7 +103,10 @@ class Session:
         self._views: dict[str, list[LLMMessage]] = {}
         self._recorded: list[MessageAppended] | None = None
         if not replay:
-            store.start_conversation(conversation_id, exist_ok=True)
+            try:
+                store.version(conversation_id)  # a read: most requests continue a conversation
+            except NotFoundError:
+                store.start_conversation(conversation_id, exist_ok=True)
 
     # -- the turn --------------------------------------------------------------------------------
 
