@@ -46,7 +46,7 @@ from sqlite_utils import Database
 from chatledger.projections.tables import Key, Row, Table, Values
 from chatledger.projections.tracking import ProjectionState, now_iso
 from chatledger.store import BackendUnavailable, ConcurrencyError
-from chatledger.store.backends.sqlite.recorder import PerThread, connect
+from chatledger.store.backends.sqlite.connection import PerThread, connect
 
 __all__ = ["SQLiteReadModels", "views_path"]
 

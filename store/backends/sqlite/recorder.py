@@ -21,15 +21,14 @@ across threads); all are closed by :meth:`SQLiteRecorder.close`.
 from __future__ import annotations
 
 import sqlite3
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from chatledger.store.backends.guess import GuessedAppend, Miss, append_alone
 from chatledger.store.backends.recorder import NewRecord, PagedLog, Record, StreamHead, WriteTransaction
+from chatledger.store.backends.sqlite.connection import PerThread, connect
 from chatledger.store.backends.sqlite.schema import (
     HEAD_SELECT,
     LAYOUT_VERSION,
@@ -41,7 +40,7 @@ from chatledger.store.backends.sqlite.schema import (
 )
 from chatledger.store.errors import BackendUnavailable, ConflictError, ValidationError
 
-__all__ = ["SCHEMA", "PerThread", "SQLiteRecorder", "connect"]
+__all__ = ["SCHEMA", "SQLiteRecorder"]
 
 T = TypeVar("T")
 
@@ -52,64 +51,6 @@ def _translate(exc: sqlite3.Error, what: str) -> Exception:
     if isinstance(exc, sqlite3.DataError):
         return ValidationError("payload", str(exc))
     return BackendUnavailable(f"{what}: SQLite said {exc}")
-
-
-def connect(path: str, *, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
-    """Open a connection as every chatledger SQLite file wants it: WAL, a busy timeout, autocommit.
-
-    Two processes opening a new file at once both ask for WAL; the switch needs an
-    exclusive lock and SQLite reports "database is locked" at once instead of calling
-    the busy handler, so the switch is retried until the busy timeout.
-
-    Raises:
-        BackendUnavailable: the file could not be put in WAL mode.
-        sqlite3.Error: the caller translates it.
-    """
-    conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
-    deadline = time.monotonic() + busy_timeout_ms / 1000
-    while mode.lower() != "wal":
-        try:
-            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
-            continue
-        if path != ":memory:" and mode.lower() != "wal":
-            conn.close()
-            raise BackendUnavailable(f"could not switch {path} to WAL (journal_mode={mode})")
-        break
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-    return conn
-
-
-class PerThread(Generic[T]):
-    """One object per thread (``sqlite3`` connections are not shared across threads), all closed together."""
-
-    def __init__(self, make: Callable[[], T], close: Callable[[T], object]) -> None:
-        self._make, self._close = make, close
-        self._local = threading.local()
-        self._all: list[T] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> T:
-        """This thread's object, made on first use."""
-        item: T | None = getattr(self._local, "item", None)
-        if item is None:
-            item = self._local.item = self._make()
-            with self._lock:
-                self._all.append(item)
-        return item
-
-    def close(self) -> None:
-        """Close every thread's object; later calls of :meth:`get` make new ones."""
-        with self._lock:
-            for item in self._all:
-                self._close(item)
-            self._all.clear()
-        self._local = threading.local()
 
 
 class _Caches:
