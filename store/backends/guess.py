@@ -40,9 +40,9 @@ class GuessedAppend(ABC):
     ``insert`` sends one statement. Anything else raises :class:`Miss`: nothing was written.
     """
 
-    def __init__(self) -> None:
-        self._head: StreamHead | None = None
-        self._written: NewRecord | None = None
+    # Class defaults, set per instance once known (no __init__ to call: a lone append makes one of these).
+    _head: StreamHead | None = None
+    _written: NewRecord | None = None
 
     @abstractmethod
     def remembered(self, stream_id: str) -> StreamHead | None:

@@ -298,7 +298,6 @@ class GuessedStatement(GuessedAppend):
     current and no key is stored, and commits (it runs in autocommit)."""
 
     def __init__(self, db: Connections, heads: HeadCache) -> None:
-        super().__init__()
         self._db = db
         self._heads = heads
 

@@ -43,7 +43,7 @@ class PostgresBackend(BackendBase[PostgresRecorder]):
 
     def append_alone(self, body: Callable[[WriteTransaction], T]) -> T:
         """One statement against the head last seen (see :meth:`PostgresRecorder.append_alone`)."""
-        return self.recorder.append_alone(body)
+        return self._recorder.append_alone(body)
 
     def _make_tracking(self) -> SubscriptionTracking:
         from chatledger.store.subscriptions import SQLTracking

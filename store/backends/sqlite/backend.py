@@ -51,7 +51,7 @@ class SQLiteBackend(BackendBase[SQLiteRecorder]):
 
     def append_alone(self, body: Callable[[WriteTransaction], T]) -> T:
         """One autocommit INSERT against the head last seen (see :meth:`SQLiteRecorder.append_alone`)."""
-        return self.recorder.append_alone(body)
+        return self._recorder.append_alone(body)
 
     def log_scan(self) -> LogScan:
         """The file's event rows as stored, read without joins (see :class:`SQLiteScan`)."""

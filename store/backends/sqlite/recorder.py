@@ -236,7 +236,6 @@ class _Guess(GuessedAppend):
     the head is stale, and the unique ``(sid, key)`` index when a key is stored."""
 
     def __init__(self, conn: sqlite3.Connection, caches: _Caches) -> None:
-        super().__init__()
         self._conn = conn
         self._caches = caches
         self._sid = 0
