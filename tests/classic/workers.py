@@ -2,7 +2,8 @@
 
 Modes:
 - ``stock``: handle one queued job with stock classic agents (no chatledger).
-- ``ledger``: handle one queued job with :func:`chatledger_pair`, the job id as request id.
+- ``ledger``: handle one queued job with :func:`chatledger_pair`, the job id as request id (the
+  scripted model, or with ``base_url`` AutoGen's real OpenAI client against that server).
 - ``subscriber``: run the durable subscription ``notify`` until ``expect`` messages were
   delivered (or a deadline), writing one line per delivered message.
 
@@ -62,6 +63,23 @@ def stock(args: dict[str, Any]) -> str:
     return str(user.initiate_chat(assistant, message=args["prompt"], silent=True).summary)
 
 
+def _llm(args: dict[str, Any]) -> dict[str, Any]:
+    """The model options of a job: the scripted client, or AutoGen's real OpenAI client at ``base_url``."""
+    if not args.get("base_url"):
+        return {
+            "llm_config": LLM_CONFIG,
+            "model_client": ScriptedModelClient,
+            "model_client_kwargs": _model_options(args),
+        }
+    entry = {
+        "model": "gpt-4o-mini",
+        "base_url": args["base_url"],
+        "api_key": "test",
+        "stream": bool(args.get("stream")),
+    }
+    return {"llm_config": {"config_list": [entry]}}
+
+
 def ledger(args: dict[str, Any]) -> str:
     """The fixed pattern: fresh agents on chatledger, the queue job id as the request id."""
     from chatledger.adapters.classic import chatledger_pair
@@ -71,12 +89,10 @@ def ledger(args: dict[str, Any]) -> str:
         assistant, user = chatledger_pair(
             store,
             args["conversation"],
-            llm_config=LLM_CONFIG,
             tools=[weather_tool(Path(args["effects"]))],
-            model_client=ScriptedModelClient,
-            model_client_kwargs=_model_options(args),
             request_id=args.get("job"),
-            lease_seconds=args.get("lease_seconds"),
+            **({"lease_seconds": args["lease_seconds"]} if args.get("lease_seconds") else {}),
+            **_llm(args),
         )
         _wait(args)
         try:
