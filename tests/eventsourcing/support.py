@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import unittest
 import uuid
 from typing import ClassVar
@@ -32,6 +33,7 @@ class StoreCase(unittest.TestCase):
 
     def setUp(self) -> None:
         # No super().setUp(): a case class that needs the URL in its own setUp calls this first.
+        self._threads = set(threading.enumerate())
         self._stores: list[Store] = []
         self._schema: str | None = None
         if self.backend == "memory":
@@ -59,6 +61,11 @@ class StoreCase(unittest.TestCase):
         return store
 
     def tearDown(self) -> None:
+        # Some of eventsourcing's cases leave reader threads finishing their last read (they are
+        # told to stop, never joined): closing a store under a running query would crash SQLite.
+        for thread in set(threading.enumerate()) - self._threads:
+            if not thread.daemon:
+                thread.join(timeout=30)
         for store in self._stores:
             store.close()
         if self._schema is not None:
