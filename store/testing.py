@@ -401,6 +401,12 @@ class BackendTestCase(TestCase, ABC):
             keys.add("c1", b"third")
         self.assertFalse(keys.was_erased("c2"))
 
+    def test_an_intact_log_misses_no_streams(self) -> None:
+        """A log whose streams were all created through the recorder reports no missing streams."""
+        self._stream("a", 1)
+        self._stream("b", 2)
+        self.assertEqual(self.backend.missing_streams(), [])
+
     def test_log_scan_reads_what_the_log_holds(self) -> None:
         """A backend's raw log scan, when it has one, reads every record's position, version and payload."""
         scan = self.backend.log_scan()

@@ -12,7 +12,8 @@ An opened backend hands out:
 - :meth:`~Backend.key_store`: where wrapped data keys live for encryption at rest;
 - :attr:`~Backend.read_model_kind`: the name projections look their read-model store up by
   (``chatledger.projections`` keeps that registry: ``store`` never imports it);
-- :meth:`~Backend.log_scan`: an optional raw reader of the log for projection rebuilds.
+- :meth:`~Backend.log_scan`: an optional raw reader of the log for projection rebuilds;
+- :meth:`~Backend.missing_streams`: streams deleted behind the store's back, for ``verify``.
 
 No module outside a backend package asks which backend it has: it asks the backend.
 """
@@ -103,6 +104,10 @@ class Backend(Protocol):
     def log_scan(self) -> LogScan | None:
         """A raw reader of the log for rebuilds, or None to read pages through ``recorder.read_all``."""
 
+    def missing_streams(self) -> list[tuple[int, int]]:
+        """Ranges ``(first, last)`` of stream numbers the storage issued whose stream is gone
+        (found by ``verify``); empty where the storage numbers no streams."""
+
     def close(self) -> None:
         """Release the backend's connections."""
 
@@ -146,6 +151,10 @@ class BackendBase(ABC, Generic[R]):
     def log_scan(self) -> LogScan | None:
         """None: rebuilds read pages through ``recorder.read_all``."""
         return None
+
+    def missing_streams(self) -> list[tuple[int, int]]:
+        """None found: the storage does not number its streams."""
+        return []
 
     def close(self) -> None:
         """Release the recorder's connections."""

@@ -402,9 +402,8 @@ def verify(
         if found is not None:
             report.problems.append(found)
     report.problems += [_gone(c, v) for c, (_, v) in expected.items()]
-    missing = getattr(store.recorder, "missing_streams", None)
-    if conversation_id is None and missing is not None:
-        report.problems += [_missing(first, last) for first, last in missing()]
+    if conversation_id is None:
+        report.problems += [_missing(first, last) for first, last in store.backend.missing_streams()]
     return report
 
 

@@ -57,6 +57,10 @@ class SQLiteBackend(BackendBase[SQLiteRecorder]):
         """The file's event rows as stored, read without joins (see :class:`SQLiteScan`)."""
         return SQLiteScan(self.recorder)
 
+    def missing_streams(self) -> list[tuple[int, int]]:
+        """Gaps in the file's stream numbers (see :meth:`SQLiteRecorder.missing_streams`)."""
+        return self._recorder.missing_streams()
+
     def _make_tracking(self) -> SubscriptionTracking:
         from chatledger.store.subscriptions import SQLTracking
 
