@@ -54,6 +54,7 @@ from chatledger.adapters.agentchat.context import LedgerModelContext, Record
 from chatledger.adapters.agentchat.models import RecordedChatCompletionClient
 from chatledger.adapters.agentchat.outcomes import admitted, result_outcome
 from chatledger.adapters.agentchat.session import SLOT_STREAM, Session
+from chatledger.adapters.agentchat.window import WindowOptions
 from chatledger.adapters.agentchat.workbench import ExecutorWorkbench, carry_context
 from chatledger.store import ReplayDivergence, Store
 from chatledger.store.fork import fork
@@ -213,6 +214,9 @@ def chatledger_agent(
     request_id: str | None = None,
     idempotent: Collection[str] = (),
     buffer_size: int | None = None,
+    max_tokens: int | None = None,
+    keep_first_user: bool = False,
+    token_counter: ChatCompletionClient | None = None,
     candidate: ChatCompletionClient | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
@@ -230,7 +234,13 @@ def chatledger_agent(
         workbench: any AgentChat workbench (an ``McpWorkbench`` too), wrapped for the executor.
         request_id: the client's message id: a retry with the same id is the same request.
         idempotent: names of tools that may be re-run after a worker crash.
-        buffer_size: send only the last N messages to the model.
+        buffer_size: send at most N messages to the model (AutoGen's Buffered context), never
+            separating a tool call from its results (docs/windows.md).
+        max_tokens: send at most this many tokens of history (AutoGen's TokenLimited context).
+        keep_first_user: keep the conversation's first user message in front (HeadAndTail).
+        token_counter: a model client whose ``count_tokens`` counts for ``max_tokens``; by
+            default chatledger's estimate, which downloads nothing and gives a replay (with
+            another client) the very same window.
         candidate: replay only: a model whose answers are compared with the record.
         lease_seconds: the lease on the request's turn and on each tool call (default 30 s):
             a retry after the worker running the request was killed waits at most this
@@ -279,7 +289,8 @@ def chatledger_agent(
         candidate=candidate,
     )
     session.models.append(model)
-    context = LedgerModelContext(session, name, buffer_size=buffer_size)
+    window = WindowOptions(buffer_size, max_tokens, keep_first_user, token_counter)
+    context = LedgerModelContext(session, name, window=window)
     return LedgerAssistantAgent(session, name, model_client=model, workbench=wb, model_context=context, **agent_kwargs)
 
 

@@ -66,6 +66,7 @@ from autogen_core.models import (
     UserMessage,
 )
 
+from chatledger.adapters.agentchat.window import WindowOptions, window_view
 from chatledger.store.tools.ledger import tool_result_message_id
 from chatledger.store.validity import check_provider_valid
 
@@ -219,21 +220,26 @@ class LedgerModelContext(ChatCompletionContext):
     Args:
         source: the request's session (it knows the conversation and the request's cut).
         agent: the name of the agent this context serves.
-        buffer_size: keep only the last N messages sent to the model (None: all). The cut
-            never separates a tool result from its call.
+        buffer_size: keep at most the last N messages sent to the model (None: all); the same
+            as ``window=WindowOptions(max_messages=N)``.
+        window: how much history the model gets (message and token bounds, the first user
+            message kept): whole turn units only, so a tool call is never separated from
+            its results (:mod:`chatledger.adapters.agentchat.window`).
     """
 
-    def __init__(self, source: PrefixSource, agent: str, *, buffer_size: int | None = None) -> None:
+    def __init__(
+        self,
+        source: PrefixSource,
+        agent: str,
+        *,
+        buffer_size: int | None = None,
+        window: WindowOptions | None = None,
+    ) -> None:
         super().__init__()
         self._source = source
         self._agent = agent
-        self._buffer_size = buffer_size
+        self._window = window if window is not None else WindowOptions(max_messages=buffer_size)
 
     async def get_messages(self) -> list[LLMMessage]:
-        """The stored history before this request, then this request's messages."""
-        messages = [*self._source.prefix_view(self._agent), *self._messages]
-        if self._buffer_size is not None and len(messages) > self._buffer_size:
-            messages = messages[-self._buffer_size :]
-            while messages and isinstance(messages[0], FunctionExecutionResultMessage):
-                messages = messages[1:]
-        return messages
+        """The stored history before this request, then this request's messages, within the window."""
+        return window_view([*self._source.prefix_view(self._agent), *self._messages], self._window)

@@ -116,3 +116,48 @@ def test_bad_bounds_are_typed_errors() -> None:
     """A bound that is not a positive integer is a ValidationError naming it."""
     with pytest.raises(ValidationError, match="max_tokens"):
         WindowOptions(max_tokens=0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "options",
+    [{"buffer_size": 2}, {"buffer_size": 3}, {"max_tokens": 60}, {"buffer_size": 4, "keep_first_user": True}],
+    ids=["buffer-2", "buffer-3", "tokens-60", "head-and-tail"],
+)
+async def test_windowed_agents_never_send_a_history_the_provider_refuses(
+    tmp_path: Any, options: dict[str, Any]
+) -> None:
+    """A long conversation of parallel tool calls, sent through small windows with AutoGen's real OpenAI client
+    (streaming) to a server that refuses invalid histories: every request is answered, none is refused."""
+    from chatledger.adapters.agentchat import chatledger_agent
+    from chatledger.store import open_store
+
+    from ..support.openai_server import client, serve
+
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    store = open_store(f"sqlite:///{tmp_path / 'chat.db'}")
+    with serve() as server:
+        for i, prompt in enumerate(["weather Rome Paris", "hello", "weather Oslo", "weather Lima Kyiv Baku", "bye"]):
+            model = client(server.url)
+            agent = chatledger_agent(
+                store,
+                "conv",
+                name="assistant",
+                request_id=f"r{i}",
+                model_client=model,
+                tools=[get_weather],
+                reflect_on_tool_use=True,
+                model_client_stream=True,
+                **options,
+            )
+            try:
+                result = await agent.run(task=prompt)
+            finally:
+                await model.close()
+            assert result.messages[-1].to_text().startswith(("It is sunny", "You said"))
+        stats = server.stats.as_json()
+    assert stats["rejected"] == 0 and stats["requests"] == 8
+    store.close()
