@@ -58,6 +58,7 @@ __all__ = [
     "heal",
     "turn_units",
     "window",
+    "window_messages",
 ]
 
 TokenCounter = Callable[[Mapping[str, Any]], int]
@@ -430,3 +431,43 @@ def _summarize(
         raise ValidationError("summarizer", f"must return the summary as a string, got {type(text).__name__}")
     summary = {"summary": text, "covers": [head_end + 1, to], "model": model, "made_at": top}
     return record_response(store, conversation_id, key, summary, stream=SUMMARY_STREAM)
+
+
+def window_messages(
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    max_tokens: int | None = None,
+    max_messages: int | None = None,
+    keep_first_user: bool = False,
+    counter: TokenCounter = estimate_tokens,
+) -> list[dict[str, Any]]:
+    """The window of a history already in memory (OpenAI format): the same head, units and rule as
+    :func:`window`, for adapters that hold a history themselves (classic AutoGen's agents do).
+
+    No summary (summaries need the log) and no rule check: the caller's history is what it is;
+    tool calls cut mid-JSON are healed as :func:`window` heals them.
+    """
+    for name, bound in (("max_tokens", max_tokens), ("max_messages", max_messages)):
+        if bound is not None and (type(bound) is not int or bound < 1):
+            raise ValidationError(name, f"must be a positive integer, got {bound!r}")
+    items = [dict(m) for m in messages]
+    if max_tokens is None and max_messages is None:
+        return [heal(m) for m in items]
+    start = 0
+    while start < len(items) and items[start].get("role") in _HEAD_ROLES:
+        start += 1
+    if keep_first_user and start < len(items) and items[start].get("role") == "user":
+        start += 1
+    head = items[:start]
+    orphans, units = turn_units(list(enumerate(items[start:])))
+    if orphans:
+        units.insert(0, orphans)  # results of a call not in this history: left to the caller's rule
+    cost = None if max_tokens is None else (lambda item: counter(item[1]))
+    kept, _ = fit_units(
+        units,
+        cost,
+        None if max_tokens is None else max_tokens - sum(counter(m) for m in head),
+        None if max_messages is None else max_messages - len(head),
+    )
+    tail = [m for unit in units[len(units) - kept :] for _, m in unit]
+    return [heal(m) for m in head + tail]
