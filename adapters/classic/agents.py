@@ -44,6 +44,7 @@ from chatledger.adapters.classic.recording import (
 from chatledger.adapters.classic.recording import autogen_module as _autogen
 from chatledger.adapters.classic.tools import ExecutorMixin, ToolBinding, aexecute_through, execute_through
 from chatledger.adapters.classic.turn import arun_turn, run_turn
+from chatledger.adapters.classic.window import install_window
 from chatledger.store import Executor, MessageAppended, Store, TurnGate
 from chatledger.store.messages import pending_tool_calls
 from chatledger.store.turns import DEFAULT_LEASE_SECONDS, DEFAULT_WAIT_SECONDS
@@ -264,6 +265,7 @@ def chatledger_pair(
     lease_seconds: float | None = None,
     wait_seconds: float | None = None,
     metadata: Mapping[str, Any] | None = None,
+    window: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """A fresh ``AssistantAgent`` and ``UserProxyAgent`` for one request on a stored conversation.
 
@@ -291,6 +293,9 @@ def chatledger_pair(
         wait_seconds: how long the request waits while another holds the conversation's turn
             before ``ConversationBusy`` (default 60; see docs/turns.md).
         metadata: conversation metadata, used only when the conversation is created.
+        window: bounds of the history the assistant sends its model, as keyword arguments of
+            :func:`chatledger.adapters.classic.window.install_window` (``max_tokens``,
+            ``max_messages``, ``keep_first_user``); None: the whole history.
 
     Returns:
         ``(assistant, user_proxy)``; call ``user_proxy.initiate_chat(assistant, message=...)``.
@@ -310,6 +315,8 @@ def chatledger_pair(
     _register_tools(tools, [assistant], user_proxy)
     if model_client is not None:
         assistant.register_model_client(model_client, **dict(model_client_kwargs or {}))
+    if window is not None:
+        install_window(assistant, **dict(window))
     options = dict(executor_options or {})
     gate = _gate(store, lease_seconds, wait_seconds, options)
     recorder = SendRecorder(store, conversation_id, request, named=request_id is not None, gate=gate)

@@ -26,8 +26,8 @@ def ask(store: Store, prompt: str, effects: Path, seen: list[list[dict[str, Any]
         tools=[weather_tool(effects)],
         model_client=ScriptedModelClient,
         model_client_kwargs={"seen": seen},
+        window=window,
     )
-    install_window(assistant, **window)
     return str(user.initiate_chat(assistant, message=prompt, clear_history=False, silent=True).summary)
 
 
