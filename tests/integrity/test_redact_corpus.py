@@ -20,7 +20,7 @@ import pytest
 from chatledger.projections import ProjectionRunner, SubscriptionStopped, default_projections, search, tool_audit
 from chatledger.store import Draft, Executor, ModelResponseRecorded, Store, fork, open_store
 from chatledger.store.backends.recorder import side_stream_id
-from chatledger.store.integrity.redaction import REDACTED, DefaultRedactor
+from chatledger.store.integrity.redaction import DEFAULT_PATTERNS, REDACTED, DefaultRedactor
 
 SHAPES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parents[1] / "data" / "secrets" / "shapes.json").read_text(encoding="utf-8")
@@ -176,3 +176,13 @@ def test_every_shape_is_redacted_in_text_and_json() -> None:
 def test_ordinary_text_is_kept(text: str, kept: str) -> None:
     """Words that only look like secret names (max_tokens, author, design) and plain URLs are kept."""
     assert DefaultRedactor().redact_text(text) == kept
+
+
+def test_the_trigger_prefilter_changes_no_result() -> None:
+    """Skipping the patterns for text without any of their triggers redacts exactly what
+    running every pattern redacts, for every shape of the corpus and its variants."""
+    fast = DefaultRedactor()
+    full = DefaultRedactor([(name + " (no prefilter)", pattern) for name, pattern in DEFAULT_PATTERNS])
+    texts = [*TEXTS, *(t.split()[-1] for t in TEXTS), *(t.upper() for t in TEXTS), *(t.lower() for t in TEXTS)]
+    for text in texts:
+        assert fast.redact_text(text) == full.redact_text(text), text
