@@ -67,8 +67,7 @@ async def ask(store: Store, server: Running, conv: str, rid: str, prompt: str, t
         model_client=model,
         tools=[tool],
         reflect_on_tool_use=True,
-        model_client_stream=True,
-        **options,
+        **{"model_client_stream": True, **options},
     )
     try:
         result = await agent.run(task=prompt)
@@ -94,12 +93,16 @@ async def test_concurrent_duplicates_cost_one_requests_model_calls(
 async def test_concurrent_different_requests_leave_a_valid_history(
     sqlite_store: Store, server: Running, tmp_path: Path
 ) -> None:
-    """Different requests at once on one conversation run one after another; the provider never rejects a history."""
+    """Different requests at once on one conversation (the client not streaming) run one after another; the
+    provider never rejects a history."""
     effects = tmp_path / "runs.db"
     tool = weather_tool(effects)
     conv = sqlite_store.start_conversation()
     cities = ["Rome", "Paris", "Oslo", "Lima"]
-    answers = await asyncio.gather(*(ask(sqlite_store, server, conv, f"m-{c}", f"weather {c}", tool) for c in cities))
+    plain = {"model_client_stream": False}
+    answers = await asyncio.gather(
+        *(ask(sqlite_store, server, conv, f"m-{c}", f"weather {c}", tool, **plain) for c in cities)
+    )
     assert answers == [f"It is sunny in {c}." for c in cities]
     stats = server.stats.as_json()
     assert stats["rejected"] == 0 and stats["requests"] == 2 * len(cities)

@@ -41,6 +41,7 @@ from starlette.routing import Route
 from chatledger.store.validity import provider_violations
 
 MODEL = "gpt-4o-mini"
+RESPONSE_MODEL = "gpt-4o-mini-2024-07-18"  # what OpenAI names the model in its answers
 
 
 class Stats:
@@ -112,7 +113,7 @@ def _completion(text: str | None, calls: list[dict[str, Any]]) -> dict[str, Any]
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": MODEL,
+        "model": RESPONSE_MODEL,
         "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     }
@@ -123,7 +124,7 @@ def _chunk(cid: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
         "id": cid,
         "object": "chat.completion.chunk",
         "created": int(time.time()),
-        "model": MODEL,
+        "model": RESPONSE_MODEL,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
     return f"data: {json.dumps(body)}\n\n".encode()
@@ -149,7 +150,7 @@ async def _stream(text: str | None, calls: list[dict[str, Any]], include_usage: 
             "id": cid,
             "object": "chat.completion.chunk",
             "created": 0,
-            "model": MODEL,
+            "model": RESPONSE_MODEL,
             "choices": [],
             "usage": usage,
         }
