@@ -94,6 +94,16 @@ class _EventSourcedProjection(_Environ, projection_cases.EventSourcedProjectionT
     pass
 
 
+class _TaggedDecisions(_Environ, projection_cases.TaggedDecisionCountersProjectionTestCase):
+    view_class = CountersView
+
+    def setUp(self) -> None:
+        self.skipTest(
+            "chatledger provides no dynamic-consistency-boundary recorders (eventsourcing.dcb, which "
+            "eventsourcing 9.5 itself offers for POPO and PostgreSQL only)"
+        )
+
+
 globals().update(
     per_backend(
         __name__,
@@ -103,6 +113,7 @@ globals().update(
             "EventCountersView": _View,
             "AggregateEventCountersProjection": _Projection,
             "EventSourcedProjection": _EventSourcedProjection,
+            "TaggedDecisionCountersProjection": _TaggedDecisions,
         },
         ("sqlite", "postgres"),
     )
