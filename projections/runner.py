@@ -45,7 +45,7 @@ from chatledger.store import NotFoundError, Store, ValidationError
 from chatledger.store.backends.recorder import Record
 from chatledger.store.errors import EncryptedPayloadError, ErasedError
 from chatledger.store.events import event_class
-from chatledger.store.handle import _PlainCodec
+from chatledger.store.payloads import PlainCodec
 
 __all__ = [
     "ProjectionRunner",
@@ -321,7 +321,7 @@ def _parse(store: Store, page: Page, at: Sequence[int]) -> list[Payload | None]:
     texts = list(map(page.payload.__getitem__, at))
     # The plain codec returns stored text as is (and raises on an encrypted payload, which is
     # not JSON and so falls to the loop below): no call of it per event.
-    if isinstance(store.codec, _PlainCodec):
+    if isinstance(store.codec, PlainCodec):
         try:
             return list(map(_fast_loads, texts))
         except ValueError:

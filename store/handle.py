@@ -16,25 +16,31 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from json import encoder as json_encoder
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from chatledger.store.backends.backend import Backend
 from chatledger.store.backends.recorder import Record, Recorder, StreamHead, WriteTransaction
 from chatledger.store.errors import (
     ConflictError,
-    EncryptedPayloadError,
     ErasedError,
-    InvalidHistoryError,
     NotFoundError,
-    PendingToolCallsError,
     ValidationError,
 )
 from chatledger.store.events import ConversationStarted, ErasedEvent, Event, MessageAppended, event_class
 from chatledger.store.integrity.redaction import Redactor
 from chatledger.store.integrity.verify import Kept, Progress, VerifyReport, verify
-from chatledger.store.messages import check_reserved_id, pending_tool_calls, validate_message
-from chatledger.store.validity import provider_violations
+from chatledger.store.message_reads import MessageReads
+from chatledger.store.messages import check_reserved_id, validate_message
+from chatledger.store.payloads import (
+    DEFAULT_MAX_EVENT_BYTES,
+    JSON_PARTS,
+    MAX_NESTING,
+    PayloadCodec,
+    PlainCodec,
+    check_nesting,
+    not_json,
+    payload_label,
+)
 from chatledger.store.writer import (
     FORBIDDEN_IN_IDS,
     UNCHANGED,
@@ -62,64 +68,6 @@ __all__ = [
     "now_iso",
 ]
 
-DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
-MAX_NESTING = 100
-"""How deeply a message, its ``meta`` or conversation metadata may nest objects and lists.
-
-Well below Python's recursion limit (1000), so that whatever is stored can be encoded,
-decoded and folded from a request handler's stack, however deep (tests read at 200
-frames and in a thread with a 256 KiB stack). Deeper input is a ValidationError.
-"""
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _json_parts() -> Callable[[Any, int], Sequence[str]]:
-    """``_ENCODER``'s encoding without its per-call setup: the C encoder, built once.
-
-    ``JSONEncoder.encode`` builds a new C encoder on every call, which costs as much
-    as encoding a chat message. This one has no circular-reference bookkeeping (no
-    state shared between calls or threads): a payload that contains itself fails as
-    too deeply nested. Called as ``parts(payload, 0)``; the text is the parts joined.
-    """
-    make: Any = getattr(json_encoder, "c_make_encoder", None)
-    if make is None:
-        return lambda payload, _: (_ENCODER.encode(payload),)
-    parts: Callable[[Any, int], Sequence[str]] = make(
-        None,
-        _ENCODER.default,
-        json_encoder.encode_basestring,
-        None,
-        _ENCODER.key_separator,
-        _ENCODER.item_separator,
-        False,
-        False,
-        False,
-    )
-    return parts
-
-
-_JSON_PARTS = _json_parts()
-
-
-class PayloadCodec(Protocol):
-    """Turns a payload's JSON text into what is stored, and back (encryption plugs in here)."""
-
-    def encode(self, conversation_id: str, text: str) -> str:
-        """The stored form of a payload."""
-
-    def decode(self, conversation_id: str, stored: str) -> str:
-        """The payload's JSON text from its stored form."""
-
-
-class _PlainCodec:
-    def encode(self, conversation_id: str, text: str) -> str:
-        return text
-
-    def decode(self, conversation_id: str, stored: str) -> str:
-        if stored.startswith("enc:"):
-            raise EncryptedPayloadError(conversation_id)
-        return stored
-
 
 @dataclass(frozen=True)
 class ConversationInfo:
@@ -133,7 +81,7 @@ class ConversationInfo:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class Store:
+class Store(MessageReads):
     """An event-sourced conversation store over one backend, scoped to one tenant.
 
     Build it with :func:`chatledger.store.open_store`, or over an opened
@@ -155,7 +103,7 @@ class Store:
         self.recorder: Recorder = backend.recorder
         self.tenant = check_id(tenant, "tenant")
         self.max_event_bytes = max_event_bytes
-        self.codec: PayloadCodec = codec or _PlainCodec()
+        self.codec: PayloadCodec = codec or PlainCodec()
         self.signing_key = signing_key
         self.url = url
         self.redactor = redactor
@@ -302,9 +250,9 @@ class Store:
 
     def _dumps(self, payload: Any, where: str | Draft) -> str:
         try:
-            return "".join(_JSON_PARTS(payload, 0))
+            return "".join(JSON_PARTS(payload, 0))
         except (RecursionError, TypeError, ValueError) as exc:
-            raise _not_json(where, exc) from None
+            raise not_json(where, exc) from None
 
     def _redact(self, payload: Any) -> Any:
         """``payload`` with secrets replaced when a redactor is set (event payloads are redacted the same
@@ -338,31 +286,31 @@ class Store:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 raise ValidationError(field, "contains invalid unicode (a lone surrogate)") from None
-        _check_nesting(meta, text, field, 0)
+        check_nesting(meta, text, field, 0)
         return meta, text
 
     def _encode_payload(self, conversation_id: str, draft: Draft, payload: Mapping[str, Any]) -> tuple[str, str]:
         """A draft's payload as JSON text, checked (JSON, unicode, size), and as stored (through the codec)."""
         text = self._payload_text(draft, payload)
-        return text, text if type(self.codec) is _PlainCodec else self.codec.encode(conversation_id, text)
+        return text, text if type(self.codec) is PlainCodec else self.codec.encode(conversation_id, text)
 
     def _payload_text(self, draft: Draft, payload: Mapping[str, Any]) -> str:
         """A draft's payload as redacted JSON text, checked: JSON, nesting, unicode, size."""
         try:
-            text = "".join(_JSON_PARTS(payload if self.redactor is None else self.redactor.redact(payload), 0))
+            text = "".join(JSON_PARTS(payload if self.redactor is None else self.redactor.redact(payload), 0))
         except (RecursionError, TypeError, ValueError) as exc:
-            raise _not_json(draft, exc) from None
-        _check_nesting(payload, text, draft, 1)
+            raise not_json(draft, exc) from None
+        check_nesting(payload, text, draft, 1)
         if text.isascii():
             size = len(text)
         else:
             try:
                 size = len(text.encode("utf-8"))
             except UnicodeEncodeError:
-                raise ValidationError(_where(draft), "contains invalid unicode (a lone surrogate)") from None
+                raise ValidationError(payload_label(draft), "contains invalid unicode (a lone surrogate)") from None
         if size > self.max_event_bytes:
             raise ValidationError(
-                _where(draft), f"is {size} bytes, over the event size limit of {self.max_event_bytes}"
+                payload_label(draft), f"is {size} bytes, over the event size limit of {self.max_event_bytes}"
             )
         return text
 
@@ -536,120 +484,6 @@ class Store:
 
         return Subscription(self, name, handler, **options)
 
-    def messages(self, conversation_id: str, as_of: int | None = None) -> list[dict[str, Any]]:
-        """The conversation's messages exactly as appended, up to version ``as_of``."""
-        check_count(as_of, "as_of")
-        self._head(conversation_id)
-        payloads = self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of)
-        loads = json.loads
-        if isinstance(self.codec, _PlainCodec):
-            try:
-                return [loads(p)["message"] for p in payloads]
-            except ValueError:
-                pass  # an encrypted payload: the codec below names the problem
-        decode = self.codec.decode
-        return [loads(decode(conversation_id, p))["message"] for p in payloads]
-
-    def message_entries(
-        self, conversation_id: str, as_of: int | None = None
-    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-        """``(message, meta)`` of each message up to version ``as_of``, as appended.
-
-        ``meta`` is the adapter's metadata (never sent to a model). One payload read, no
-        event objects: what an adapter's model view is built from on every request.
-        """
-        self._head(conversation_id)
-        payloads = self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of)
-        loads = json.loads
-        if not isinstance(self.codec, _PlainCodec) or (payloads and not payloads[0].startswith("{")):
-            decode = self.codec.decode
-            payloads = [decode(conversation_id, p) for p in payloads]
-        entries = []
-        for text in payloads:
-            payload = loads(text)
-            entries.append((payload["message"], payload.get("meta")))
-        return entries
-
-    def versioned_messages(
-        self, conversation_id: str, after: int = 0, as_of: int | None = None, *, newest: int | None = None
-    ) -> list[tuple[int, dict[str, Any]]]:
-        """``(version, message)`` for the messages with ``after < version <= as_of``, in order;
-        with ``newest``, only the newest that many of them.
-
-        A tail read costs what its rows cost: history windows read a long conversation from
-        its end with it.
-        """
-        self._head(conversation_id)
-        return self._versioned(conversation_id, after, as_of, newest)
-
-    def message_ends(
-        self, conversation_id: str, first: int, newest: int, as_of: int | None = None
-    ) -> tuple[int, list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
-        """A version at least that of the newest message, the messages among versions ``1..first``,
-        and the newest ``newest`` messages.
-
-        What a history window needs first, in one indexed read that also checks ownership
-        (plus the head's read when ``first`` asks for it).
-
-        Raises:
-            NotFoundError: no such conversation for this tenant.
-        """
-        rows = self.recorder.read_versioned_payloads(
-            conversation_id, MessageAppended.TYPE, 0, as_of, newest, conversation_of=self.tenant
-        )
-        if rows and as_of is None:
-            top = rows[-1][0]  # the newest message: what a window needs of the version, without a read
-        else:
-            top = self._head(conversation_id).version  # also the ownership check when nothing was read
-            top = top if as_of is None else min(top, as_of)
-        head = self._versioned(conversation_id, 0, min(first, top)) if first > 0 else []
-        return top, head, self._decoded(conversation_id, rows)
-
-    def _versioned(
-        self, conversation_id: str, after: int, as_of: int | None, newest: int | None = None
-    ) -> list[tuple[int, dict[str, Any]]]:
-        rows = self.recorder.read_versioned_payloads(conversation_id, MessageAppended.TYPE, after, as_of, newest)
-        return self._decoded(conversation_id, rows)
-
-    def _decoded(self, conversation_id: str, rows: list[tuple[int, str]]) -> list[tuple[int, dict[str, Any]]]:
-        loads = json.loads
-        if isinstance(self.codec, _PlainCodec):
-            try:
-                return [(version, loads(payload)["message"]) for version, payload in rows]
-            except ValueError:
-                pass  # an encrypted payload: the codec below names the problem
-        decode = self.codec.decode
-        return [(version, loads(decode(conversation_id, payload))["message"]) for version, payload in rows]
-
-    def history(
-        self, conversation_id: str, as_of: int | None = None, *, allow_pending: bool = False
-    ) -> list[dict[str, Any]]:
-        """The conversation as OpenAI chat messages, ready to send to a model.
-
-        Only histories that obey the provider rule (:mod:`chatledger.store.validity`:
-        every assistant tool call answered by one tool message per call id,
-        immediately after it) are handed out. A stored history that breaks it (one
-        written by an older adapter, or imported) is refused, never repaired: the
-        log stays as stored, and the error names the first offending position, so
-        ``as_of`` (or a fork) before it gives a valid history again.
-
-        Raises:
-            PendingToolCallsError: the last assistant message's tool calls are not all
-                answered yet (a turn in progress; allowed with ``allow_pending``).
-            InvalidHistoryError: the history breaks the provider rule anywhere else,
-                naming each violation's message index and call id.
-            NotFoundError: no such conversation for this tenant.
-        """
-        msgs = self.messages(conversation_id, as_of)
-        found = provider_violations(msgs, allow_pending_tail=True)
-        if found:
-            raise InvalidHistoryError(f"the history of conversation {conversation_id!r}", found)
-        if not allow_pending:
-            pending = pending_tool_calls(msgs)
-            if pending:
-                raise PendingToolCallsError(conversation_id, pending)
-        return msgs
-
 
 def _info(head: StreamHead) -> ConversationInfo:
     return ConversationInfo(
@@ -676,41 +510,3 @@ def _erased(record: Record) -> ErasedEvent:
 
 
 _NEVER_IN_STREAM_IDS = re.compile("[\x00\ud800-\udfff]")
-
-
-def _check_nesting(value: Any, text: str, where: str | Draft, envelope: int) -> None:
-    """Refuse ``value`` (encoded as ``text``) when it nests deeper than MAX_NESTING (plus ``envelope``).
-
-    Counting brackets in the text bounds the depth from above, at C speed; only a
-    payload with more brackets than the limit is walked (iteratively).
-    """
-    limit = MAX_NESTING + envelope
-    if text.count("[") + text.count("{") <= limit:
-        return
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        depth += 1
-        if depth > limit:
-            raise ValidationError(_where(where), f"nests objects and lists deeper than {MAX_NESTING} levels")
-        stack.extend((child, depth) for child in children)
-
-
-def _where(what: str | Draft) -> str:
-    """The name an error gives a payload: the caller's label, or the event type."""
-    if isinstance(what, str):
-        return what
-    return what.label or what.cls.TYPE
-
-
-def _not_json(what: str | Draft, exc: Exception) -> ValidationError:
-    """The error for a payload the JSON encoder refused."""
-    if isinstance(exc, RecursionError):
-        return ValidationError(_where(what), "is nested too deeply (or contains itself) to store")
-    return ValidationError(_where(what), f"is not JSON: {exc}")
