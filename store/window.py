@@ -335,8 +335,15 @@ def _tail(
     after = floor if everything or not rows else max(floor, rows[0][0] - 1)
     counter = budget.counter if budget.tokens is not None else None
     while True:
-        orphans, units = turn_units(read)
         reached_floor = after <= floor
+        if counter is None and budget.messages is not None:
+            # A message bound over messages with no tool results: every message is its own unit,
+            # so the window is the newest ``messages`` of them (the common case, without grouping).
+            n = max(budget.messages, 1)
+            if (len(read) >= n or reached_floor) and not any(m.get("role") == "tool" for _, m in read[-n:]):
+                full = len(read) > n or (len(read) == n and not reached_floor)
+                return read[-n:], not full
+        orphans, units = turn_units(read)
         if reached_floor and orphans:
             units.insert(0, orphans)  # results with no call after the floor: the rule check names them
         cost = None if counter is None else (lambda item: counter(item[1]))

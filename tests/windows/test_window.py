@@ -90,6 +90,26 @@ def test_every_window_is_provider_valid_and_a_suffix(
     assert unbounded.messages == messages
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conversations(), st.integers(1, 40), st.booleans(), st.integers(1, 8))
+def test_every_message_bounded_window_is_valid_and_within_its_bound(
+    messages: list[dict[str, Any]], max_messages: int, keep_first_user: bool, chunk: int
+) -> None:
+    """With a message bound alone, a window is valid, a suffix after its head, and within the bound beyond the
+    newest unit, whatever the read chunk."""
+    store, conv = store_with(messages)
+    shown = window(store, conv, max_messages=max_messages, keep_first_user=keep_first_user, chunk=chunk)
+    assert is_provider_valid(shown.messages)
+    assert is_suffix_with_head(messages, shown.messages, shown.head, summary=False)
+    assert shown.messages[-1] == messages[-1]
+    newest_unit = 1
+    while messages[-newest_unit]["role"] == "tool":
+        newest_unit += 1
+    assert len(shown.messages) <= max(max_messages, shown.head + newest_unit)
+    if len(messages) <= max_messages:
+        assert shown.messages == messages
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conversations(), st.integers(60, 1500))
 def test_windows_with_summaries_are_valid_and_summarize_once(messages: list[dict[str, Any]], max_tokens: int) -> None:
