@@ -67,3 +67,15 @@ def test_cli_blocks_run(page: Path, tmp_path: Path) -> None:
     for command in commands:
         done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
         assert done.returncode == 0, f"{command}: {done.stderr}"
+
+
+def test_fault_catalogue_matches_the_suite() -> None:
+    """docs/faults.md lists every fault test of tests/faults/ with the guarantee its docstring states."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_faults", REPO / "docs" / "gen_faults.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.section(gen.PAGE.read_text(encoding="utf-8")) == gen.catalogue(), "run: python docs/gen_faults.py"
+    assert "(no docstring)" not in gen.catalogue()
