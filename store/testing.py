@@ -14,7 +14,7 @@ over empty storage; every ``test_*`` method then runs against it, under pytest o
 Import the module rather than the class (``from chatledger.store import testing``), so
 that the test runner does not collect the abstract class itself. A backend is done when
 these cases pass (chatledger runs them on memory, SQLite and PostgreSQL in
-``tests/conformance/``), and then the Store-level suite runs on it unchanged.
+``tests/store/conformance/``), and then the Store-level suite runs on it unchanged.
 
 The cases speak the recorder's language (:mod:`chatledger.store.backends.recorder`):
 streams and their heads, records with versions, keys and global positions, write

@@ -535,7 +535,7 @@ def _built(cls: type[Event], spec: _Spec, values: dict[str, Any]) -> Event:
     the validating path instead. Building sets what ``model_construct`` sets, minus
     its per-call walk over the fields: ``model_construct`` cost ~5 µs more per event,
     about a fifth of a single-message append at ``synchronous=NORMAL`` (bench/append.py).
-    tests/conformance/test_log.py checks that such an event equals, dumps and stays
+    tests/store/conformance/test_log.py checks that such an event equals, dumps and stays
     frozen like the one read back.
     """
     given = len(values)

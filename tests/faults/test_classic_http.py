@@ -15,8 +15,8 @@ import pytest
 from chatledger.store import open_store
 from chatledger.store.validity import provider_violations
 
-from ..classic.fakes import runs
-from ..classic.test_classic_seeds import results, spawn
+from ..adapters.classic.fakes import runs
+from ..adapters.classic.test_classic_seeds import results, spawn
 from ..support.openai_server import serve
 
 pytest.importorskip("autogen")

@@ -1,6 +1,6 @@
 """Classic AutoGen pairs in several processes on one conversation: the stored history stays provider-valid.
 
-Real worker processes (``tests/classic/workers.py``) handle different requests on one
+Real worker processes (``tests/adapters/classic/workers.py``) handle different requests on one
 conversation at the same moment, on SQLite and PostgreSQL, against a scripted model that,
 like a provider, refuses a history whose tool calls are not followed at once by their results.
 """
@@ -16,8 +16,8 @@ import pytest
 from chatledger.store import open_store
 from chatledger.store.validity import provider_violations
 
-from ..classic.fakes import model_calls, runs
-from ..classic.test_classic_seeds import results, spawn
+from ..adapters.classic.fakes import model_calls, runs
+from ..adapters.classic.test_classic_seeds import results, spawn
 
 pytest.importorskip("autogen")
 

@@ -67,7 +67,7 @@ def test_sqlite_erasure_with_a_reader_is_reported_uncertain_until_purged(tmp_pat
 
 def test_postgres_erasure_leaves_no_dead_tuple_with_the_key(tmp_path: Path) -> None:
     """On a private server, after erase and a checkpoint, the key table's file does not hold the wrapped key."""
-    from tests.postgres.helpers import PrivateServer
+    from tests.store.backends.postgres.helpers import PrivateServer
 
     server = PrivateServer()
     try:

@@ -19,7 +19,7 @@ import pytest
 from eventsourcing.application import Application
 
 REPO = Path(__file__).resolve().parents[2]
-MAIN = "from tests.eventsourcing.shared_writer import main; main()"
+MAIN = "from tests.adapters.eventsourcing.shared_writer import main; main()"
 MODULE = "chatledger.adapters.eventsourcing"
 WRITERS, EACH = 4, 120
 

@@ -11,9 +11,9 @@ import pytest
 from chatledger.store import Executor, Store, ValidationError, open_store, tool_result_message_id
 from chatledger.store.tools.ledger import load_call
 
-from ..executor import toolbox
-from ..executor.checks import assert_model_ready, assistant, call
-from ..executor.workers import start_worker
+from ..store.tools import toolbox
+from ..store.tools.checks import assert_model_ready, assistant, call
+from ..store.tools.workers import start_worker
 
 
 def test_a_client_cannot_take_the_executors_result_id(store: Store) -> None:

@@ -9,9 +9,9 @@ import pytest
 from chatledger.store import Executor, open_store
 from chatledger.store.tools.ledger import load_call
 
-from ..executor import toolbox
-from ..executor.checks import assert_model_ready, assistant, call, successes
-from ..executor.workers import start_worker
+from ..store.tools import toolbox
+from ..store.tools.checks import assert_model_ready, assistant, call, successes
+from ..store.tools.workers import start_worker
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

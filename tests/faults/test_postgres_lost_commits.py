@@ -21,7 +21,7 @@ from chatledger.store import BackendUnavailable, ChatledgerError, MessageAppende
 from chatledger.store.handle import Draft
 
 from ..conftest import with_search_path
-from ..postgres.helpers import PrivateServer
+from ..store.backends.postgres.helpers import PrivateServer
 
 WRITERS = 4
 RESTARTS = 10

@@ -17,7 +17,7 @@ from chatledger.projections import ProjectionRunner
 from chatledger.store import Event, open_store
 
 from ..conftest import with_search_path
-from ..postgres.helpers import PrivateServer
+from ..store.backends.postgres.helpers import PrivateServer
 
 
 def _url(server: PrivateServer) -> str:

@@ -12,7 +12,7 @@ import pytest
 from chatledger.store import open_store
 from chatledger.store.subscriptions import subscribe
 
-from ..executor.workers import REPO, worker_env
+from ..store.tools.workers import REPO, worker_env
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

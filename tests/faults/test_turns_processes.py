@@ -15,7 +15,7 @@ import pytest
 from chatledger.store import open_store
 from chatledger.store.turns import TurnClaimed, turn_stream_id
 
-WORKER = Path(__file__).resolve().parent.parent / "turns" / "gate_worker.py"
+WORKER = Path(__file__).resolve().parent.parent / "store" / "turns" / "gate_worker.py"
 
 
 def _url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:

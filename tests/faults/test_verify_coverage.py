@@ -12,7 +12,7 @@ import pytest
 from chatledger.store import Executor, Store, open_store
 from chatledger.store.backends.recorder import call_stream_id
 from chatledger.store.integrity.verify import heads, verify
-from tests.integrity.scenario import tamper_postgres, tamper_sqlite
+from tests.store.integrity.scenario import tamper_postgres, tamper_sqlite
 
 CALL = call_stream_id("c1", "call-1")
 _CALL_WHERE = "stream_id LIKE 'c1' || chr(31) || 'call' || chr(31) || 'call-1'"
