@@ -15,7 +15,7 @@ from chatledger.store import BackendUnavailable, Executor, open_store
 from chatledger.store.backends.sqlite.schema import LAYOUT_VERSION, iso_sql, stored_time
 from chatledger.store.integrity.verify import heads
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
 
 
 def _layout1_copy(tmp_path: Path) -> Path:
