@@ -31,14 +31,17 @@ def lost_commit_writer(url: str, worker: int, log: str, stop: Any) -> None:
     """Append unique message ids until ``stop`` is set; one line per attempt with its outcome."""
     conv = f"w{worker}"
     store = None
+    created = False
     with open(log, "a", encoding="utf-8") as out:
         i = 0
         while not stop.is_set():
             try:
                 if store is None:
                     store = open_store(url, pool_min=1, pool_max=2, timeout=3, read_wait=1)
+                if not created:  # until the conversation is known to exist: a restart may refuse its creation
                     if store.recorder.get_head(conv) is None:
                         store.start_conversation(conv)
+                    created = True
             except ChatledgerError:
                 time.sleep(0.05)
                 continue
