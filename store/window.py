@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 from chatledger.store.errors import PendingToolCallsError, ValidationError
 from chatledger.store.handle import Store
-from chatledger.store.responses import record_response, recorded_responses
+from chatledger.store.responses import record_response, recorded_response, recorded_responses
 from chatledger.store.validity import check_provider_valid
 
 __all__ = [
@@ -427,9 +427,9 @@ def _summarize(
 ) -> dict[str, Any]:
     """The summary of versions ``head_end + 1 .. to``: the recorded one, else a new one, recorded once."""
     key = f"summary:{head_end + 1}:{to}"
-    for stored_key, response in recorded_responses(store, conversation_id, stream=SUMMARY_STREAM):
-        if stored_key == key:
-            return response  # recorded by an earlier request, a concurrent one, or the run being replayed
+    recorded = recorded_response(store, conversation_id, key, stream=SUMMARY_STREAM)
+    if recorded is not None:
+        return recorded  # by an earlier request, a concurrent one, or the run being replayed
     since = int(previous["covers"][1]) if previous is not None else head_end
     inputs = [_summary_message(previous)] if previous is not None else []
     inputs += [heal(m) for _, m in store.versioned_messages(conversation_id, since, to)]
