@@ -35,7 +35,7 @@ from unittest import TestCase
 from chatledger.store.backends.backend import Backend
 from chatledger.store.backends.recorder import NewRecord, Record, StreamHead, WriteTransaction
 from chatledger.store.errors import ChatledgerError, ConflictError, ErasedError
-from chatledger.store.integrity.chain import GENESIS
+from chatledger.store.integrity.chain import GENESIS, with_position
 from chatledger.store.writer import event_id_for
 
 __all__ = ["BackendTestCase", "append", "create_stream", "new_records"]
@@ -98,8 +98,11 @@ def append(
     head = tx.head(stream_id)
     if head is None:
         raise ConflictError(f"stream {stream_id!r} does not exist")
+    told = tx.positions(count)
     records = new_records(head, count, keys=keys, type_name=type_name)
     positions = tx.insert(records)
+    if told is None:  # the backend finished the hash with the position (chain rule 3): as stored
+        records = [r._replace(hash=with_position(r.hash, p)) for r, p in zip(records, positions, strict=True)]
     last = records[-1]
     tx.update_head(head._replace(version=last.version, head_hash=last.hash, updated_at=last.recorded_at))
     return positions, records
@@ -406,6 +409,29 @@ class BackendTestCase(TestCase, ABC):
         self._stream("a", 1)
         self._stream("b", 2)
         self.assertEqual(self.backend.missing_streams(), [])
+
+    def test_reserved_positions_are_the_positions_inserted(self) -> None:
+        """What a transaction says the next insert's positions are (when it can tell) is what they are,
+        across streams and appends in one transaction and across transactions, each after the log's last."""
+        for count in (1, 3, 2):
+            with self.backend.recorder.write() as tx:
+                create_stream(tx, f"s{count}")
+                for _ in range(2):
+                    told = tx.positions(count)
+                    self.assertEqual(tx.positions(count), told, "asking again gives the same answer")
+                    positions, _ = append(tx, f"s{count}", count)
+                    if told is not None:
+                        self.assertEqual(list(told), positions)
+            self.assertEqual(self.backend.recorder.last_position(), max(positions))
+
+    def test_an_intact_log_misses_no_positions(self) -> None:
+        """A log written through the recorder, with refused inserts between, reports no missing positions."""
+        self._stream("a", 2)
+        with self.assertRaises(ConflictError), self.backend.recorder.write() as tx:
+            append(tx, "a", 1, keys=["k"])
+            append(tx, "a", 1, keys=["k"])
+        self._stream("b", 2)
+        self.assertEqual(self.backend.missing_positions(), [])
 
     def test_log_scan_reads_what_the_log_holds(self) -> None:
         """A backend's raw log scan, when it has one, reads every record's position, version and payload."""

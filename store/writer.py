@@ -31,7 +31,7 @@ from chatledger.store.errors import (
     ValidationError,
 )
 from chatledger.store.events import Event, event_class
-from chatledger.store.integrity.chain import GENESIS, chain_hash
+from chatledger.store.integrity.chain import GENESIS, chain_hash, inner_hash, with_position
 
 if TYPE_CHECKING:
     from chatledger.store.handle import Store
@@ -303,30 +303,26 @@ class Writer:
         version, prev, tenant, signing_key = head.version, head.head_hash, head.tenant, store.signing_key
         # Chain rule 2: a conversation's first event also covers the metadata its head row keeps in clear.
         metadata = (head.metadata or "") if version == 0 and head.kind == "conversation" else None
+        # Chain rule 3: every event also covers its global position. A backend that learns it only as it
+        # inserts (one event) is handed the inner hash and finishes it (chain.with_position) as it inserts.
+        reserved = self._tx.positions(len(fresh))
+        if reserved is None and len(fresh) != 1:
+            raise RuntimeError("a backend may leave positions to the insert for one event only")
         at, recorded_at, recorded_us = _now()
         as_given = store.redactor is None
         new_records, events = [], []
-        for i in fresh:
+        for n, i in enumerate(fresh):
             spec, key, (text, stored_text) = specs[i], drafts[i].key, encoded[i]
             version += 1
             event_id = event_id_for(version)
             if key is None and spec.key_field is not None and version >= _VERSION_IN_ID:
                 key = event_id  # too far into the stream to be found by version: keep the id as a key
             type_name, schema_version = spec.type_name, spec.schema_version
-            prev = chain_hash(
-                prev,
-                stream_id,
-                version,
-                event_id,
-                type_name,
-                schema_version,
-                key,
-                recorded_at,
-                tenant,
-                stored_text,
-                signing_key,
-                metadata,
-            )
+            fields = (prev, stream_id, version, event_id, type_name, schema_version, key, recorded_at, tenant)
+            if reserved is None:
+                prev = inner_hash(*fields, stored_text, signing_key, metadata)
+            else:
+                prev = chain_hash(*fields, stored_text, signing_key, metadata, reserved[n])
             metadata = None
             new_records.append(
                 NewRecord(
@@ -360,6 +356,11 @@ class Writer:
             if field is not None and field not in values:
                 values[field] = key if key is not None else event_id
             events.append(_built(drafts[i].cls, spec, values))
+        positions = self._tx.insert(new_records)
+        if reserved is None:
+            prev = with_position(prev, positions[-1])
+        elif list(positions) != list(reserved):
+            raise RuntimeError(f"the backend stored events at positions {positions}, not at {reserved} as it reserved")
         moved = StreamHead(
             stream_id,
             conv,
@@ -373,7 +374,6 @@ class Writer:
             head.lease_until if lease_until is UNCHANGED else lease_until,
             head.metadata,
         )
-        positions = self._tx.insert(new_records)
         for event, position in zip(events, positions, strict=True):
             # A frozen event learns its position in place: model_copy(update=...) cost ~2 µs per
             # event, ~8% of an append (checked by the equality test named in _built).

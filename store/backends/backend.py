@@ -13,7 +13,8 @@ An opened backend hands out:
 - :attr:`~Backend.read_model_kind`: the name projections look their read-model store up by
   (``chatledger.projections`` keeps that registry: ``store`` never imports it);
 - :meth:`~Backend.log_scan`: an optional raw reader of the log for projection rebuilds;
-- :meth:`~Backend.missing_streams`: streams deleted behind the store's back, for ``verify``.
+- :meth:`~Backend.missing_streams` and :meth:`~Backend.missing_positions`: streams and events deleted
+  behind the store's back, for ``verify``.
 
 No module outside a backend package asks which backend it has: it asks the backend.
 """
@@ -108,6 +109,10 @@ class Backend(Protocol):
         """Ranges ``(first, last)`` of stream numbers the storage issued whose stream is gone
         (found by ``verify``); empty where the storage numbers no streams."""
 
+    def missing_positions(self) -> list[tuple[int, int]]:
+        """Ranges ``(first, last)`` of global positions missing below the log's last one (found by
+        ``verify``); empty where positions may be skipped (a sequence that aborted writers drew from)."""
+
     def close(self) -> None:
         """Release the backend's connections."""
 
@@ -154,6 +159,10 @@ class BackendBase(ABC, Generic[R]):
 
     def missing_streams(self) -> list[tuple[int, int]]:
         """None found: the storage does not number its streams."""
+        return []
+
+    def missing_positions(self) -> list[tuple[int, int]]:
+        """None found: the storage may skip positions."""
         return []
 
     def close(self) -> None:

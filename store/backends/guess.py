@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from chatledger.store.backends.recorder import NewRecord, Record, StreamHead, WriteTransaction, moved_only_by
 from chatledger.store.errors import BackendUnavailable, ChatledgerError
+from chatledger.store.integrity.chain import with_position
 
 __all__ = ["GuessedAppend", "Miss", "append_alone"]
 
@@ -43,6 +44,8 @@ class GuessedAppend(ABC):
     # Class defaults, set per instance once known (no __init__ to call: a lone append makes one of these).
     _head: StreamHead | None = None
     _written: NewRecord | None = None
+    finishes_hash = False
+    """Whether :meth:`send` stores a lone record's hash as ``with_position(record.hash, position)``."""
 
     @abstractmethod
     def remembered(self, stream_id: str) -> StreamHead | None:
@@ -79,16 +82,24 @@ class GuessedAppend(ABC):
     def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
         raise Miss
 
+    def positions(self, count: int) -> Sequence[int] | None:
+        """The positions the statement will give (a backend that can guess them says so), or None when the
+        statement finishes one record's hash with its position (:attr:`finishes_hash`); else :class:`Miss`."""
+        if self.finishes_hash and count == 1:
+            return None
+        raise Miss
+
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
         head = self._head
-        if head is None or self._written is not None or not records:
+        if head is None or self._written is not None or not records or (self.finishes_hash and len(records) > 1):
             raise Miss
         stream_id = head.stream_id
         for r in records:
             if r.stream_id != stream_id:
                 raise Miss
         positions = self.send(head, records)
-        self._written = records[-1]
+        last = records[-1]
+        self._written = last._replace(hash=with_position(last.hash, positions[-1])) if self.finishes_hash else last
         return positions
 
     def update_head(self, head: StreamHead) -> None:

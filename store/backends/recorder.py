@@ -126,8 +126,19 @@ class WriteTransaction(Protocol):
     def records_at(self, stream_id: str, versions: Sequence[int]) -> list[Record]:
         """The stored records of a stream at these versions (those that exist)."""
 
+    def positions(self, count: int) -> Sequence[int] | None:
+        """The global positions the next :meth:`insert` of ``count`` records will give them, in order.
+
+        The writer asks just before it hashes and inserts, so that the hash chain covers
+        each event's position (chain rule 3); asking again before inserting gives the same
+        answer. A backend that learns a position only as it inserts may answer None for
+        one record (``count == 1``): the writer then hands :meth:`insert` the record with
+        its inner hash (:func:`~chatledger.store.integrity.chain.inner_hash`) and the
+        backend stores ``with_position(inner, position)``.
+        """
+
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
-        """Insert records, returning their global positions in order."""
+        """Insert records, returning their global positions in order (those :meth:`positions` told)."""
 
     def update_head(self, head: StreamHead) -> None:
         """Move a stream's head forward to ``head``, the state after this transaction's appends.

@@ -6,7 +6,7 @@ removing, inserting or reordering any stored event breaks the chain from that
 point on. With a signing key the hash is an HMAC, so forging a consistent
 chain needs the key.
 
-Rule versions. Rule 1 covers the fields above. Rule 2 (:data:`RULE`) adds,
+Rule versions. Rule 1 covers the fields above. Rule 2 adds,
 to the first event of a conversation's own stream, the conversation metadata
 kept in clear on its head row (what listings and filters read), so that an
 edit of that copy breaks the chain too. Every other event hashes alike under
@@ -14,6 +14,17 @@ both rules. The rule 2 input has two more fields than any rule 1 input (a
 stored payload never holds the separator: JSON escapes it), so a hash written
 under one rule never verifies under the other; events written before rule 2
 keep verifying under rule 1.
+
+Rule 3 (:data:`RULE`) adds the event's global position, so that moving
+events within the global log (positions swapped across conversations, an
+event renumbered) breaks the chain of every stream it touches. It hashes in
+two steps: the *inner* hash covers what rule 2 covers (HMAC when keyed, with
+the field ``rule:3``), and the stored hash is the plain SHA-256 of the inner
+hash and the position (:func:`with_position`). The second step needs no key,
+so a backend that learns a position only as it inserts can finish the hash in
+the database (PostgreSQL's one-statement append does); it cannot be redone
+for another position without the inner hash, which is never stored, and the
+inner hash cannot be made without the key.
 """
 
 from __future__ import annotations
@@ -21,10 +32,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-__all__ = ["GENESIS", "RULE", "chain_hash", "event_hash"]
+__all__ = ["GENESIS", "RULE", "chain_hash", "event_hash", "inner_hash", "with_position"]
 
 GENESIS = "0" * 64
-RULE = 2
+RULE = 3
 """The rule new events are hashed with (see the module docstring)."""
 
 
@@ -42,11 +53,13 @@ def event_hash(
     payload: str,
     signing_key: bytes | None = None,
     metadata: str | None = None,
+    position: int | None = None,
 ) -> str:
     """The chain hash of one event (hex SHA-256, or HMAC-SHA-256 when a key is given).
 
-    ``metadata`` is given for the first event of a conversation's stream under rule 2
-    (the head row's metadata text); None hashes by rule 1.
+    ``metadata`` is given for the first event of a conversation's stream from rule 2
+    on (the head row's metadata text); ``position`` from rule 3 on. With neither, the
+    event is hashed by rule 1; with ``metadata`` alone, by rule 2.
     """
     return chain_hash(
         prev_hash,
@@ -61,6 +74,7 @@ def event_hash(
         payload,
         signing_key,
         metadata,
+        position,
     )
 
 
@@ -77,9 +91,63 @@ def chain_hash(
     payload: str,
     signing_key: bytes | None,
     metadata: str | None = None,
+    position: int | None = None,
 ) -> str:
     """:func:`event_hash` with positional arguments (the append path calls it once per event)."""
-    fields: tuple[str, ...] = (
+    fields = _fields(prev_hash, stream_id, version, event_id, type_name, schema_version, key, recorded_at, tenant)
+    if position is not None:
+        return with_position(_digest(_rule3(fields, payload, metadata), signing_key), position)
+    fields += (payload,)
+    if metadata is not None:
+        fields += ("rule:2", "m:" + metadata)
+    return _digest(fields, signing_key)
+
+
+def inner_hash(
+    prev_hash: str,
+    stream_id: str,
+    version: int,
+    event_id: str,
+    type_name: str,
+    schema_version: int,
+    key: str | None,
+    recorded_at: str,
+    tenant: str,
+    payload: str,
+    signing_key: bytes | None,
+    metadata: str | None = None,
+) -> str:
+    """The first step of rule 3: everything but the position (``metadata`` as in :func:`event_hash`)."""
+    fields = _fields(prev_hash, stream_id, version, event_id, type_name, schema_version, key, recorded_at, tenant)
+    return _digest(_rule3(fields, payload, metadata), signing_key)
+
+
+def _rule3(fields: tuple[str, ...], payload: str, metadata: str | None) -> tuple[str, ...]:
+    """What rule 3's inner hash covers: the fields of every rule, the payload, its tag and any metadata."""
+    return (*fields, payload, "rule:3") if metadata is None else (*fields, payload, "rule:3", "m:" + metadata)
+
+
+def with_position(inner: str, position: int) -> str:
+    """The second step of rule 3: the stored hash of an event with inner hash ``inner`` at ``position``.
+
+    The same text PostgreSQL's one-statement append hashes:
+    ``encode(sha256(convert_to(inner || chr(30) || 'p:' || position, 'UTF8')), 'hex')``.
+    """
+    return hashlib.sha256(f"{inner}\x1ep:{position}".encode("ascii")).hexdigest()
+
+
+def _fields(
+    prev_hash: str,
+    stream_id: str,
+    version: int,
+    event_id: str,
+    type_name: str,
+    schema_version: int,
+    key: str | None,
+    recorded_at: str,
+    tenant: str,
+) -> tuple[str, ...]:
+    return (
         prev_hash,
         stream_id,
         str(version),
@@ -89,10 +157,10 @@ def chain_hash(
         "" if key is None else "k:" + key,
         recorded_at,
         tenant,
-        payload,
     )
-    if metadata is not None:
-        fields += ("rule:2", "m:" + metadata)
+
+
+def _digest(fields: tuple[str, ...], signing_key: bytes | None) -> str:
     data = "\x1e".join(fields).encode("utf-8", "surrogatepass")
     if signing_key is not None:
         return hmac.new(signing_key, data, hashlib.sha256).hexdigest()

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatledger.store.backends.recorder import CALL_SEPARATOR, Record, StreamHead
 from chatledger.store.errors import IntegrityError
-from chatledger.store.integrity.chain import GENESIS, event_hash
+from chatledger.store.integrity.chain import GENESIS, RULE, event_hash
 
 if TYPE_CHECKING:
     from chatledger.store.handle import Store
@@ -71,6 +71,8 @@ class ChainProblem:
 
     def describe(self) -> str:
         """One line for humans: stream, version, position and what is wrong."""
+        if not self.stream_id:  # a gap in the global log: no stream is known
+            return f"the log at position {self.position}: {self.kind}: {self.detail}"
         where = f" (position {self.position})" if self.position is not None else ""
         stream = self.stream_id.replace(CALL_SEPARATOR, "/")
         return f"{stream} version {self.version}{where}: {self.kind}: {self.detail}"
@@ -86,6 +88,9 @@ class VerifyReport:
     kept: int = 0
     legacy: int = 0
     """Conversations whose first event predates chain rule 2: their head row's metadata is not covered."""
+    unpositioned: int = 0
+    """Events whose hash does not cover their global position (hashed before chain rule 3, or by a
+    backend that learns positions only by inserting): moving them within the global log is not seen."""
     problems: list[ChainProblem] = field(default_factory=list)
 
     @property
@@ -108,6 +113,7 @@ class VerifyReport:
             "signed": self.signed,
             "kept": self.kept,
             "legacy": self.legacy,
+            "unpositioned": self.unpositioned,
             "problems": [asdict(p) for p in self.problems],
         }
 
@@ -119,8 +125,10 @@ def _hash(
     *,
     version: int | None = None,
     metadata: str | None = None,
+    positioned: bool = False,
 ) -> str:
-    """``rec``'s hash after ``prev``; at version 1 of a conversation, by rule 2 when ``metadata`` is given."""
+    """``rec``'s hash after ``prev``: by rule 3 when ``positioned``, else by rule 2 (at version 1 of a
+    conversation, when ``metadata`` is given) or 1."""
     at = rec.version if version is None else version
     return event_hash(
         prev,
@@ -135,6 +143,7 @@ def _hash(
         payload=rec.payload,
         signing_key=signing_key,
         metadata=metadata if at == 1 else None,
+        position=rec.position if positioned else None,
     )
 
 
@@ -145,13 +154,19 @@ def _links(
     metadata: str | None,
     *,
     version: int | None = None,
-) -> bool:
-    """Whether ``rec`` chains after ``prev``: by rule 2, or by rule 1 for an event written before it."""
-    if metadata is _UNKNOWN and (rec.version if version is None else version) == 1:
-        return True  # the head row is gone: that is the problem reported, not this event
+) -> int:
+    """By which chain rule ``rec`` chains after ``prev`` (3, or 2 or 1 for an event hashed without its
+    position), or 0 when it does not."""
+    at = rec.version if version is None else version
+    if metadata is _UNKNOWN and at == 1:
+        return RULE  # the head row is gone: that is the problem reported, not this event
+    if _hash(prev, rec, signing_key, version=version, metadata=metadata, positioned=True) == rec.hash:
+        return RULE
     if _hash(prev, rec, signing_key, version=version, metadata=metadata) == rec.hash:
-        return True
-    return metadata is not None and _hash(prev, rec, signing_key, version=version) == rec.hash
+        return 2
+    if metadata is not None and at == 1 and _hash(prev, rec, signing_key, version=version) == rec.hash:
+        return 1
+    return 0
 
 
 _UNKNOWN = "\x00unknown"
@@ -188,7 +203,11 @@ def _chain_holds(records: Sequence[Record], key: bytes | None, metadata: str | N
 
 
 def check_stream(
-    stream_id: str, head: StreamHead | None, records: Sequence[Record], signing_key: bytes | None
+    stream_id: str,
+    head: StreamHead | None,
+    records: Sequence[Record],
+    signing_key: bytes | None,
+    unpositioned: list[int] | None = None,
 ) -> ChainProblem | None:
     """The first problem of one stream's chain, or None when it is intact.
 
@@ -197,6 +216,8 @@ def check_stream(
         head: its head row (None when the row is missing).
         records: its stored events in version order.
         signing_key: the HMAC key the chain was written with, if any.
+        unpositioned: when given, the number of checked events whose hash does not cover
+            their global position (hashed before chain rule 3) is appended to it.
     """
     conv = head.conversation_id if head else (records[0].conversation_id if records else stream_id)
 
@@ -215,8 +236,12 @@ def check_stream(
             "it was written without the key or recomputed by someone who does not have it",
         )
     prev = GENESIS
-    last_position = 0
+    last_position = below = 0
+    if unpositioned is not None:
+        unpositioned.append(0)
     for n, rec in enumerate(records, 1):
+        if unpositioned is not None:
+            unpositioned[-1] = below
         if rec.version > n:
             return problem(n, rec.position, "removed", f"version {n} is missing; the next stored is {rec.version}")
         if rec.version < n:
@@ -225,8 +250,10 @@ def check_stream(
             return problem(n, rec.position, "changed", f"conversation column says {rec.conversation_id!r}")
         if head is not None and n > head.version:
             return problem(n, rec.position, "inserted", f"events past the head (version {head.version}) were added")
-        if not _links(prev, rec, signing_key, metadata):
+        rule = _links(prev, rec, signing_key, metadata)
+        if not rule:
             return _classify_mismatch(problem, prev, records, n - 1, signing_key, metadata)
+        below += rule < RULE
         if rec.position < last_position:
             # A consistent chain whose positions disagree: renumbered and re-hashed.
             return problem(
@@ -237,6 +264,8 @@ def check_stream(
             )
         prev = rec.hash
         last_position = rec.position
+    if unpositioned is not None:
+        unpositioned[-1] = below
     stored = len(records)
     if head is None:
         last = records[-1] if records else None
@@ -284,9 +313,12 @@ def _classify_mismatch(
             if _links(prev, nxt, signing_key, metadata, version=version):
                 return problem(rec.version, rec.position, "inserted", "this event is not part of the chain")
     if rec.version == 1 and metadata is not None:
-        detail = "the stored event, or the conversation metadata on its head row, does not match its hash"
+        detail = (
+            "the stored event, its global position or the conversation metadata on its head row does not match its hash"
+        )
         return problem(rec.version, rec.position, "changed", detail)
-    return problem(rec.version, rec.position, "changed", "the stored event does not match its hash")
+    detail = "the stored event or its global position does not match its hash"
+    return problem(rec.version, rec.position, "changed", detail)
 
 
 def _stream_ids(store: Store, conversation_id: str | None) -> list[str]:
@@ -385,6 +417,8 @@ def verify(
     if conversation_id is not None and conversation_id not in expected:
         store.conversation(conversation_id)
     report = VerifyReport(signed=store.signing_key is not None, kept=len(expected))
+    unpositioned: list[int] = []
+    skipped: list[tuple[int, int]] = []  # (after, before): positions around versions a stream is missing
     streams = _stream_ids(store, conversation_id)
     for stream_id in progress(streams) if progress else streams:
         head = store.recorder.get_head(stream_id)
@@ -393,7 +427,12 @@ def verify(
         records = [r for r in store.recorder.read_stream(stream_id) if r.tenant == store.tenant]
         report.streams += 1
         report.events += len(records)
-        found = check_stream(stream_id, head, records, store.signing_key)
+        found = check_stream(stream_id, head, records, store.signing_key, unpositioned)
+        after = 0
+        for n, rec in enumerate(records, 1):
+            if rec.version > n:
+                skipped.append((after, rec.position))
+            after = rec.position
         if found is None and is_legacy(head, records, store.signing_key):
             report.legacy += 1
         held = expected.pop(stream_id, None)
@@ -402,8 +441,16 @@ def verify(
         if found is not None:
             report.problems.append(found)
     report.problems += [_gone(c, v) for c, (_, v) in expected.items()]
+    report.unpositioned = sum(unpositioned)
     if conversation_id is None:
         report.problems += [_missing(first, last) for first, last in store.backend.missing_streams()]
+        # A gap inside the span of versions a stream is missing is that stream's problem, named already.
+        gaps = store.backend.missing_positions()
+        report.problems += [
+            _missing_events(first, last)
+            for first, last in gaps
+            if not any(after < first and last < before for after, before in skipped)
+        ]
     return report
 
 
@@ -422,6 +469,20 @@ def _missing(first: int, last: int) -> ChainProblem:
         "removed",
         f"stream number {numbers} of the file is missing: its streams row (and any events) was deleted; "
         "the file does not record which conversation or tenant it belonged to",
+    )
+
+
+def _missing_events(first: int, last: int) -> ChainProblem:
+    """A gap in a SQLite file's positions: events deleted, whatever stream they were in."""
+    numbers = f"{first}" if first == last else f"{first}-{last}"
+    return ChainProblem(
+        "",
+        UNKNOWN_CONVERSATION,
+        0,
+        first,
+        "removed",
+        f"position {numbers} holds no event: deleted (positions are never skipped); "
+        "its stream's chain also names it when that stream is still there",
     )
 
 

@@ -1,6 +1,7 @@
 """verify names edits to what belongs to a conversation beyond its own events: a tool call whose
-record was deleted whole, and edited conversation metadata, on SQLite and PostgreSQL, as an attacker
-with SQL access makes them (SQLite's append-only triggers dropped first)."""
+record was deleted whole, edited conversation metadata, and events swapped in the global log, on
+SQLite and PostgreSQL, as an attacker with SQL access makes them (SQLite's append-only triggers
+dropped first)."""
 
 from __future__ import annotations
 
@@ -43,20 +44,36 @@ Edit = tuple[list[str], list[Found], list[Found]]
 """Statements, what verify names from the database alone, what it names against kept heads."""
 GAP = ("#2", "removed", 1)
 """The call's stream number (c1 is 1, its call 2, c2 3), missing from the SQLite file."""
+EMPTY = ("", "removed", 0)
+"""Positions of the SQLite log that hold no event (the call's, with later events after them)."""
+_C1_SID = "(SELECT sid FROM streams WHERE stream_id = 'c1')"
+_C2_SID = "(SELECT sid FROM streams WHERE stream_id = 'c2')"
+_SWAP_SQLITE = [
+    f"CREATE TEMP TABLE swap AS SELECT (SELECT MAX(position) FROM events WHERE sid = {_C1_SID}) AS a, "
+    f"(SELECT MIN(position) FROM events WHERE sid = {_C2_SID}) AS b",
+    "UPDATE events SET position = -1 WHERE position = (SELECT a FROM swap)",
+    "UPDATE events SET position = (SELECT a FROM swap) WHERE position = (SELECT b FROM swap)",
+    "UPDATE events SET position = (SELECT b FROM swap) WHERE position = -1",
+]
+SWAPPED = [("c1", "changed", 5), ("c2", "changed", 1)]
+"""c1's last event and c2's first, each still after the one before it in its own stream."""
 
 SQLITE_EDITS: dict[str, Edit] = {
+    # The stream is named, and the log's positions it held are empty (the conversation went on after it).
     "delete a tool call's events, streams row left": (
         [f"DELETE FROM events WHERE {_CALL_SID}"],
-        [(CALL, "removed", 1)],
-        [(CALL, "removed", 1)],
+        [(CALL, "removed", 1), EMPTY],
+        [(CALL, "removed", 1), EMPTY],
     ),
-    # No row is left: the file shows a missing stream number; the kept heads name the call.
+    # No row is left: the file shows a missing stream number and empty positions; the kept heads name the call.
     "delete a tool call's events and its streams row": (
         [f"DELETE FROM events WHERE {_CALL_SID}", f"DELETE FROM streams WHERE {_CALL_SID}"],
-        [GAP],
-        [(CALL, "removed", 1), GAP],
+        [GAP, EMPTY],
+        [(CALL, "removed", 1), GAP, EMPTY],
     ),
     "edit the conversation's metadata": ([_METADATA], [("c1", "changed", 1)], [("c1", "changed", 1)]),
+    # Every event's hash covers its global position (chain rule 3).
+    "swap global positions across conversations": (_SWAP_SQLITE, SWAPPED, SWAPPED),
 }
 POSTGRES_EDITS: dict[str, Edit] = {
     "delete a tool call's events, head row left": (
@@ -71,6 +88,18 @@ POSTGRES_EDITS: dict[str, Edit] = {
         [(CALL, "removed", 1)],
     ),
     "edit the conversation's metadata": ([_METADATA], [("c1", "changed", 1)], [("c1", "changed", 1)]),
+    # Lone appends (one statement) finish their hashes with the position in SQL; the rest hash it in Python.
+    "swap global positions across conversations": (
+        [
+            "CREATE TEMP TABLE swap AS SELECT (SELECT max(position) FROM events WHERE stream_id = 'c1') AS a, "
+            "(SELECT min(position) FROM events WHERE stream_id = 'c2') AS b",
+            "UPDATE events SET position = -1 WHERE position = (SELECT a FROM swap)",
+            "UPDATE events SET position = (SELECT a FROM swap) WHERE position = (SELECT b FROM swap)",
+            "UPDATE events SET position = (SELECT b FROM swap) WHERE position = -1",
+        ],
+        SWAPPED,
+        SWAPPED,
+    ),
 }
 
 
@@ -87,7 +116,9 @@ def test_sqlite_edits_beyond_the_conversations_events_are_named(tmp_path: Path, 
         tamper_sqlite(path, statements)
         assert _found(store) == alone
         assert _found(store, kept) == found
-        assert not verify(store, "c1", kept=kept).ok and verify(store, "c2", kept=kept).ok
+        broken = {stream.split(chr(31))[0] for stream, _, _ in found if stream in ("c1", "c2", CALL)}
+        for conversation in ("c1", "c2"):
+            assert verify(store, conversation, kept=kept).ok == (conversation not in broken), conversation
 
 
 @pytest.mark.parametrize("edit", list(POSTGRES_EDITS), ids=list(POSTGRES_EDITS))
@@ -102,3 +133,6 @@ def test_postgres_edits_beyond_the_conversations_events_are_named(postgres_url: 
         tamper_postgres(postgres_url, statements)
         assert _found(store) == alone
         assert _found(store, kept) == found
+        broken = {stream.split(chr(31))[0] for stream, _, _ in found}
+        for conversation in ("c1", "c2"):
+            assert verify(store, conversation, kept=kept).ok == (conversation not in broken), conversation

@@ -51,6 +51,9 @@ class _Tx:
         found = [stream[v - 1] for v in sorted(wanted) if 0 < v <= len(stream) and stream[v - 1].version == v]
         return found + [r for r in self.records if r.stream_id == stream_id and r.version in wanted]
 
+    def positions(self, count: int) -> list[int]:
+        return list(range(self.next_position, self.next_position + count))
+
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
         positions = []
         for new in records:

@@ -6,16 +6,23 @@ queue behind one another. It costs three round trips for one event: ``BEGIN`` an
 lock, the idempotency-key lookup, and one pipeline carrying the insert, the head update and
 ``COMMIT``.
 
-A lone ``Store.append`` (:class:`GuessedStatement`, see :mod:`chatledger.store.backends.guess`)
-is one autocommit statement built against the head this recorder last saw of the
-conversation (:func:`append_sql`): it writes only if that head is still current and none of
-its keys is stored; otherwise nothing is written and the append is done again in a write
-transaction.
+A lone ``Store.append`` of one event (:class:`GuessedStatement`, see
+:mod:`chatledger.store.backends.guess`) is one autocommit statement built against the head
+this recorder last saw of the conversation (:data:`APPEND_ONE`): it writes only if that head
+is still current and its key is not stored; otherwise nothing is written and the append is
+done again in a write transaction (as is a lone append of several events).
 
-**Positions** come from the ``events`` position sequence, drawn only once the writer holds
-the lock on the head of the stream it appends to and has a transaction id: a stream's
-versions get increasing positions, and readers can tell an in-flight position from the
-snapshot (see :mod:`chatledger.store.backends.postgres.reads`).
+**Positions** come from the ``events`` position sequence, drawn only once the writer has a
+transaction id (readers can tell an in-flight position from the snapshot, see
+:mod:`chatledger.store.backends.postgres.reads`), and in a write transaction only once it
+holds the lock on the head of the stream it appends to. The one statement draws as it moves
+the head, so possibly before it waits for the head's lock; but it writes only if the head is
+still the one it guessed, which no append committed after the draw can leave: a stream's
+versions get increasing positions either way.
+
+**Hashes** cover positions (chain rule 3, :mod:`chatledger.store.integrity.chain`). A write
+transaction draws the positions before the events are hashed; the one statement is handed an
+event's inner hash and finishes it with the position it draws, in SQL.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from chatledger.store.backends.postgres.schema import HEAD_COLUMNS, RECORD_COLUM
 from chatledger.store.backends.recorder import NewRecord, Record, StreamHead
 from chatledger.store.errors import ConflictError
 
-__all__ = ["GuessedStatement", "HeadCache", "WriteTx", "append_guessed", "append_sql"]
+__all__ = ["APPEND_ONE", "GuessedStatement", "HeadCache", "WriteTx", "append_guessed"]
 
 _CACHED_HEADS = 4096
 UPDATE_HEAD: LiteralString = (
@@ -50,8 +57,24 @@ _LOCK_HEAD: LiteralString = (
     f"WITH h AS MATERIALIZED (SELECT {HEAD_COLUMNS} FROM streams WHERE stream_id = %s FOR UPDATE) "
     "SELECT h.*, nextval(%s) FROM h"
 )
-_APPEND_SQL: dict[int, LiteralString] = {}
 _INSERT_SQL: dict[int, LiteralString] = {}
+
+APPEND_ONE: LiteralString = (
+    # The head moves only from the guessed version and hash; the position is drawn after the
+    # transaction id (a CASE evaluates its condition first) and finishes the hash, which the head
+    # keeps and the event stores: chain.with_position in SQL. A stale guess updates no row and
+    # inserts nothing; a stored key fails the statement on the unique index.
+    "WITH head AS (UPDATE streams SET version = %(version)s, updated_at = %(at)s, head_hash = "
+    "CASE WHEN pg_current_xact_id() IS NOT NULL THEN encode(sha256(convert_to("
+    "%(inner)s || chr(30) || 'p:' || nextval(%(sequence)s)::text, 'UTF8')), 'hex') END "
+    "WHERE stream_id = %(stream)s AND version = %(guess_version)s AND head_hash = %(guess_hash)s "
+    "RETURNING conversation_id, tenant, head_hash, currval(%(sequence)s) AS position) "
+    "INSERT INTO events (position, stream_id, version, conversation_id, tenant, event_id, type, "
+    "schema_version, key, recorded_at, payload, hash) "
+    "SELECT head.position, %(stream)s, %(version)s, head.conversation_id, head.tenant, %(event_id)s, %(type)s, "
+    "%(schema_version)s, %(key)s, %(at)s, %(payload)s, head.head_hash FROM head "
+    "RETURNING position"
+)
 
 
 class WriteTx:
@@ -155,17 +178,21 @@ class WriteTx:
         )
         return [Record(*row) for row in rows]
 
-    def insert(self, records: Sequence[NewRecord]) -> list[int]:
-        if len(self._spare) < len(records):
+    def positions(self, count: int) -> list[int]:
+        if len(self._spare) < count:
             # The transaction id first (a tuple's expressions are evaluated in order), then positions.
             rows = self._run(
                 "SELECT pg_current_xact_id(), nextval(%s) FROM generate_series(1, %s)",
-                (self._sequence, len(records) - len(self._spare)),
+                (self._sequence, count - len(self._spare)),
                 "drawing positions",
             )
             self._spare += [row[1] for row in rows]
         self._spare.sort()
-        positions, self._spare = self._spare[: len(records)], self._spare[len(records) :]
+        return self._spare[:count]
+
+    def insert(self, records: Sequence[NewRecord]) -> list[int]:
+        positions = self.positions(len(records))
+        self._spare = self._spare[len(records) :]
         for start in range(0, len(records), 1000):
             chunk = records[start : start + 1000]
             params: list[Any] = []
@@ -204,30 +231,6 @@ class WriteTx:
             self.conn.close()  # the pool discards it
 
 
-def append_sql(rows: int) -> LiteralString:
-    """The one statement of a lone append of ``rows`` events against a guessed head (cached per count).
-
-    The head update matches only the guessed version and hash; it also locks the head (and
-    gives the statement its transaction id) before the insert draws positions, and hands the
-    insert its conversation and tenant, so a stale guess inserts nothing and returns no row.
-    A stored key fails the statement on the unique index: nothing is written.
-    """
-    sql = _APPEND_SQL.get(rows)
-    if sql is None:
-        values = ",".join(["(%s::bigint,%s,%s,%s::integer,%s,%s,%s)"] * rows)
-        sql = _APPEND_SQL[rows] = (
-            "WITH head AS (UPDATE streams SET version = %s, head_hash = %s, updated_at = %s "
-            "WHERE stream_id = %s AND version = %s AND head_hash = %s RETURNING conversation_id, tenant) "
-            "INSERT INTO events (stream_id, version, conversation_id, tenant, event_id, type, "
-            "schema_version, key, recorded_at, payload, hash) "
-            "SELECT %s, r.version, head.conversation_id, head.tenant, r.event_id, r.type, r.schema_version, "
-            "r.key, %s, r.payload, r.hash FROM head CROSS JOIN "
-            f"(VALUES {values}) AS r(version, event_id, type, schema_version, key, payload, hash) "
-            "RETURNING position"
-        )
-    return sql
-
-
 def _insert_sql(rows: int) -> LiteralString:
     """The INSERT of ``rows`` events with their positions given (cached per row count)."""
     sql = _INSERT_SQL.get(rows)
@@ -240,33 +243,39 @@ def _insert_sql(rows: int) -> LiteralString:
     return sql
 
 
-def append_guessed(db: Connections, head: StreamHead, records: Sequence[NewRecord]) -> list[int] | None:
-    """Send the one-statement append: the positions written, or None when the head had moved.
+def append_guessed(db: Connections, sequence: str, head: StreamHead, record: NewRecord) -> list[int] | None:
+    """Send the one-statement append of ``record`` (its hash the inner one): its position, or None when
+    the head had moved.
 
-    A connection lost while the statement was in flight is settled by its event ids
+    A connection lost while the statement was in flight is settled by its event id
     (:meth:`Connections.settle`); when nothing was written it is sent again.
     """
-    if any(r.recorded_at != records[0].recorded_at for r in records):
-        return None
-    last, at = records[-1], records[0].recorded_at
-    params: list[Any] = [last.version, last.hash, at, head.stream_id, head.version, head.head_hash]
-    params += [head.stream_id, at]
-    for r in records:
-        params += [r.version, r.event_id, r.type, r.schema_version, r.key, r.payload, r.hash]
-    sql = append_sql(len(records))
+    params = {
+        "version": record.version,
+        "at": record.recorded_at,
+        "inner": record.hash,
+        "sequence": sequence,
+        "stream": head.stream_id,
+        "guess_version": head.version,
+        "guess_hash": head.head_hash,
+        "event_id": record.event_id,
+        "type": record.type,
+        "schema_version": record.schema_version,
+        "key": record.key,
+        "payload": record.payload,
+    }
     for attempt in range(db.pool_max + 2):
         conn = db.get()
         process, held = server_process(conn), True
         try:
-            rows = conn.execute(sql, params).fetchall()
-            # No row: the head had moved. Positions are drawn in row order, so sorted = in order.
-            return sorted(row[0] for row in rows) if rows else None
+            rows = conn.execute(APPEND_ONE, params).fetchall()
+            return [rows[0][0]] if rows else None  # no row: the head had moved
         except psycopg.Error as exc:
             if not is_dead(exc, conn):
                 raise_translated(exc, "appending")
             held = False
             db.discard(conn)  # free the slot: settling needs a connection
-            landed = db.settle(process, [r.event_id for r in records], exc, "appending")
+            landed = db.settle(process, [record.event_id], exc, "appending")
             if landed is not None:
                 return landed
             if attempt > db.pool_max:
@@ -293,19 +302,25 @@ class HeadCache:
 
 
 class GuessedStatement(GuessedAppend):
-    """A lone append sent as the one statement of :func:`append_sql`, built against the head this
-    recorder last saw (see :mod:`chatledger.store.backends.guess`): it writes only if that head is
-    current and no key is stored, and commits (it runs in autocommit)."""
+    """A lone append of one event sent as the one statement :data:`APPEND_ONE`, built against the head
+    this recorder last saw (see :mod:`chatledger.store.backends.guess`): it writes only if that head is
+    current and the key is not stored, finishes the event's hash with the position it draws, and
+    commits (it runs in autocommit)."""
 
-    def __init__(self, db: Connections, heads: HeadCache) -> None:
+    finishes_hash = True
+
+    def __init__(self, db: Connections, heads: HeadCache, sequence: str) -> None:
         self._db = db
         self._heads = heads
+        self._sequence = sequence
 
     def remembered(self, stream_id: str) -> StreamHead | None:
         return self._heads.get(stream_id)
 
     def send(self, head: StreamHead, records: Sequence[NewRecord]) -> list[int]:
-        positions = append_guessed(self._db, head, records)
+        if len(records) != 1:
+            raise Miss
+        positions = append_guessed(self._db, self._sequence, head, records[0])
         if positions is None:
             raise Miss
         return positions

@@ -169,7 +169,8 @@ class PostgresRecorder(LogReader, PagedLog):
         ordinary write transaction, on the locked head. ``body`` must not change the stream's
         status or lease.
         """
-        guess = None if getattr(self._local, "writing", False) else GuessedStatement(self._db, self._heads)
+        writing = getattr(self._local, "writing", False)
+        guess = None if writing else GuessedStatement(self._db, self._heads, self._sequence)
         return append_alone(body, guess, self.write)
 
     def close(self) -> None:

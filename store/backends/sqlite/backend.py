@@ -61,6 +61,10 @@ class SQLiteBackend(BackendBase[SQLiteRecorder]):
         """Gaps in the file's stream numbers (see :meth:`SQLiteRecorder.missing_streams`)."""
         return self._recorder.missing_streams()
 
+    def missing_positions(self) -> list[tuple[int, int]]:
+        """Gaps in the file's positions (see :meth:`SQLiteRecorder.missing_positions`)."""
+        return self._recorder.missing_positions()
+
     def _make_tracking(self) -> SubscriptionTracking:
         from chatledger.store.subscriptions import SQLTracking
 

@@ -64,12 +64,16 @@ class _Caches:
     def __init__(self) -> None:
         self.types: dict[str, int] = {}
         self.heads: dict[str, tuple[int, StreamHead]] = {}
+        self.last_position: int | None = None
+        """The log's last position as this recorder last wrote it: a guessed append goes right after it."""
 
-    def remember(self, heads: dict[str, tuple[int, StreamHead]], types: dict[str, int]) -> None:
+    def remember(self, heads: dict[str, tuple[int, StreamHead]], types: dict[str, int], last: int | None) -> None:
         if len(self.heads) + len(heads) > _CACHED_HEADS:
             self.heads.clear()
         self.heads.update(heads)
         self.types.update(types)
+        if last is not None:
+            self.last_position = last
 
 
 def _moved(h: StreamHead, last: NewRecord) -> StreamHead:
@@ -89,7 +93,7 @@ def _moved(h: StreamHead, last: NewRecord) -> StreamHead:
     )
 
 
-def _row(sid: int, code: int, r: NewRecord) -> tuple[object, ...]:
+def _row(position: int, sid: int, code: int, r: NewRecord) -> tuple[object, ...]:
     """A new event's column values, in ``_INSERT``'s order.
 
     Its id and hash are the writer's, always lowercase hex of 16 and 32 bytes. They are
@@ -98,6 +102,7 @@ def _row(sid: int, code: int, r: NewRecord) -> tuple[object, ...]:
     conversion from hex.
     """
     return (
+        position,
         sid,
         r.version,
         code,
@@ -110,12 +115,18 @@ def _row(sid: int, code: int, r: NewRecord) -> tuple[object, ...]:
     )
 
 
-def _insert_one(conn: sqlite3.Connection, sid: int, code: int, r: NewRecord) -> int:
-    """Insert one event and return its position (an event without a key leaves the column NULL unbound)."""
-    row = _row(sid, code, r)
+def _insert_one(conn: sqlite3.Connection, position: int, sid: int, code: int, r: NewRecord) -> None:
+    """Insert one event at ``position`` (an event without a key leaves the column NULL unbound)."""
+    row = _row(position, sid, code, r)
     if r.key is not None:
-        return int(conn.execute(_INSERT, row).lastrowid or 0)
-    return int(conn.execute(_INSERT_KEYLESS, row[:5] + row[6:]).lastrowid or 0)
+        conn.execute(_INSERT, row)
+    else:
+        conn.execute(_INSERT_KEYLESS, row[:6] + row[7:])
+
+
+def _next_position(conn: sqlite3.Connection) -> int:
+    """The position the log's next event takes: right after its last (positions are never skipped)."""
+    return int(conn.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM events").fetchone()[0])
 
 
 class _Tx:
@@ -126,6 +137,7 @@ class _Tx:
         self._caches = caches
         self.heads: dict[str, tuple[int, StreamHead]] = {}  # read or moved here; remembered on commit
         self.types: dict[str, int] = {}
+        self.next: int | None = None  # the next event's position, once this transaction has looked
 
     def head(self, stream_id: str) -> StreamHead | None:
         row = self._conn.execute(f"{HEAD_SELECT} WHERE s.stream_id = ?", (stream_id,)).fetchone()
@@ -190,16 +202,23 @@ class _Tx:
             self.types[name] = code
         return code
 
+    def positions(self, count: int) -> list[int]:
+        # The transaction holds the write lock: nobody else can take the next positions.
+        if self.next is None:
+            self.next = _next_position(self._conn)
+        return list(range(self.next, self.next + count))
+
     def insert(self, records: Sequence[NewRecord]) -> list[int]:
-        positions = []
-        for r in records:
+        positions = self.positions(len(records))
+        for r, position in zip(records, positions, strict=True):
             sid = self._sid(r.stream_id)
             if sid is None:
                 raise ConflictError(f"stream {r.stream_id!r} does not exist")
             try:
-                positions.append(_insert_one(self._conn, sid, self._type_code(r.type), r))
+                _insert_one(self._conn, position, sid, self._type_code(r.type), r)
             except sqlite3.Error as exc:  # a stored version or key: the driver's error never escapes
                 raise _translate(exc, "appending") from exc
+            self.next = position + 1
             known = self.heads.get(r.stream_id)
             if known is not None:
                 self.heads[r.stream_id] = (sid, _moved(known[1], r))
@@ -219,26 +238,33 @@ class _Tx:
 
 
 _INSERT = (
-    "INSERT INTO events (sid, version, type, schema_version, event_id, key, recorded_at, payload, hash) "
-    "VALUES (?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO events (position, sid, version, type, schema_version, event_id, key, recorded_at, payload, hash) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_KEYLESS = (
-    "INSERT INTO events (sid, version, type, schema_version, event_id, recorded_at, payload, hash) "
-    "VALUES (?,?,?,?,?,?,?,?)"
+    "INSERT INTO events (position, sid, version, type, schema_version, event_id, recorded_at, payload, hash) "
+    "VALUES (?,?,?,?,?,?,?,?,?)"
 )
 _CACHED_HEADS = 4096
-_MAX_GUESSED_ROWS = 32_766 // 9
+_MAX_GUESSED_ROWS = 32_766 // 10
 
 
 class _Guess(GuessedAppend):
     """A lone append sent as one autocommit INSERT, built against the head last seen (see
     :mod:`chatledger.store.backends.guess`): the unique ``(sid, version)`` index refuses it when
-    the head is stale, and the unique ``(sid, key)`` index when a key is stored."""
+    the head is stale, and the unique ``(sid, key)`` index when a key is stored.
+
+    Its positions are guessed too: right after the last position this recorder wrote. The
+    position is the primary key, so a position another writer took refuses the statement;
+    a free one is the log's next, since positions are never skipped (an insert that fails
+    takes none, and the file refuses deletes).
+    """
 
     def __init__(self, conn: sqlite3.Connection, caches: _Caches) -> None:
         self._conn = conn
         self._caches = caches
         self._sid = 0
+        self._reserved: list[int] | None = None
 
     def remembered(self, stream_id: str) -> StreamHead | None:
         known = self._caches.heads.get(stream_id)
@@ -247,26 +273,45 @@ class _Guess(GuessedAppend):
         self._sid = known[0]
         return known[1]
 
+    def positions(self, count: int) -> list[int]:
+        if self._reserved is None:
+            last = self._caches.last_position
+            if last is None:
+                raise Miss
+            self._reserved = list(range(last + 1, last + 1 + count))
+        if len(self._reserved) != count:
+            raise Miss
+        return self._reserved
+
     def send(self, head: StreamHead, records: Sequence[NewRecord]) -> list[int]:
         if len(records) > _MAX_GUESSED_ROWS:
             raise Miss
         sid, types = self._sid, self._caches.types
+        positions = self.positions(len(records))
         try:
             if len(records) == 1:
                 code = types.get(records[0].type)
                 if code is None:
                     raise Miss
-                return [_insert_one(self._conn, sid, code, records[0])]
-            codes = [types.get(r.type) for r in records]
-            if None in codes:
-                raise Miss
-            sql = _INSERT.replace("(?,?,?,?,?,?,?,?,?)", ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(records)))
-            flat = [value for r, code in zip(records, codes, strict=True) for value in _row(sid, code or 0, r)]
-            return sorted(int(p) for (p,) in self._conn.execute(sql + " RETURNING position", flat))
+                _insert_one(self._conn, positions[0], sid, code, records[0])
+            else:
+                codes = [types.get(r.type) for r in records]
+                if None in codes:
+                    raise Miss
+                one = "(" + ",".join("?" * 10) + ")"
+                sql = _INSERT.replace(one, ",".join([one] * len(records)))
+                flat = [
+                    value
+                    for r, code, position in zip(records, codes, positions, strict=True)
+                    for value in _row(position, sid, code or 0, r)
+                ]
+                self._conn.execute(sql, flat)
         except sqlite3.IntegrityError:
             raise Miss from None
         except sqlite3.Error as exc:
             raise _translate(exc, "appending") from exc
+        self._caches.last_position = positions[-1]
+        return positions
 
     def remember(self, head: StreamHead) -> None:
         heads = self._caches.heads
@@ -351,7 +396,7 @@ class SQLiteRecorder(PagedLog):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise _translate(exc, "committing") from exc
-        self._caches.remember(tx.heads, tx.types)
+        self._caches.remember(tx.heads, tx.types, None if tx.next is None else tx.next - 1)
 
     def append_alone(self, body: Callable[[WriteTransaction], T]) -> T:
         """Run ``body``, a transaction holding one append to one stream, as one INSERT statement.
@@ -467,6 +512,20 @@ class SQLiteRecorder(PagedLog):
             "SELECT prev + 1, sid - 1 FROM s WHERE sid > prev + 1 "
             "UNION ALL SELECT (SELECT COALESCE(MAX(sid), 0) FROM streams) + 1, seq FROM sqlite_sequence "
             "WHERE name = 'streams' AND seq > (SELECT COALESCE(MAX(sid), 0) FROM streams)",
+            (),
+        )
+        return [(int(first), int(last)) for first, last in rows]
+
+    def missing_positions(self) -> list[tuple[int, int]]:
+        """Ranges ``(first, last)`` of positions below the last one that hold no event.
+
+        An event takes the position right after the log's last, in the transaction (or the one
+        statement) that holds the write lock, and a failed insert takes none; the triggers
+        refuse deletes: a gap is events deleted by someone who dropped them.
+        """
+        rows = self._query(
+            "WITH e(position, prev) AS (SELECT position, LAG(position, 1, 0) OVER (ORDER BY position) FROM events) "
+            "SELECT prev + 1, position - 1 FROM e WHERE position > prev + 1",
             (),
         )
         return [(int(first), int(last)) for first, last in rows]

@@ -128,13 +128,14 @@ TAMPERS = [
         "removed",
         3,
     ),
-    # SQLite's head is the last event: without it the stream looks whole, one event shorter.
+    # SQLite's head is the last event: without it the stream looks whole, one event shorter, but
+    # later events of the log hold the positions after it: the file shows its position empty.
     Tamper(
         "delete the last row",
         ["DELETE FROM events WHERE stream_id = 'c1' AND version = 5"],
         [f"DELETE FROM events WHERE {_C1} AND version = 5"],
         Found("c1", "removed", 5),
-        None,
+        Found("", "removed", 0),
         Found("c1", "removed", 5),
     ),
     _same("swap two versions", _swap("stream_id = 'c1'"), _swap(_C1), "c1", "reordered", 2),

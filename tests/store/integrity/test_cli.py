@@ -55,7 +55,8 @@ def test_verify_heads_lists_each_conversation(tmp_path: Path, capsys: pytest.Cap
 def test_verify_against_kept_heads_names_what_the_file_cannot_show(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """verify --against the kept --heads --json names a deleted last event that verify alone cannot see; exit 1."""
+    """verify --against the kept --heads --json names the deleted last event of the log, which verify alone
+    cannot see; exit 1."""
     path = tmp_path / "chat.db"
     url = f"sqlite:///{path}"
     kept = tmp_path / "heads.json"
@@ -66,20 +67,20 @@ def test_verify_against_kept_heads_names_what_the_file_cannot_show(
     assert main(["--db", url, "verify", "--against", str(kept)]) == 0
     assert capsys.readouterr().out.endswith("(unsigned chains), 3 kept heads compared\n")
     tamper_sqlite(
-        str(path), ["DELETE FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = 'c1') AND version = 5"]
+        str(path), ["DELETE FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = 'c2') AND version = 2"]
     )
     assert main(["--db", url, "verify"]) == 0
     capsys.readouterr()
     assert main(["--db", url, "verify", "--against", str(kept)]) == 1
     out, err = capsys.readouterr()
-    assert "BROKEN c1 version 5: removed: the kept head is version 5, 4 events are stored" in out and err == ""
-    assert main(["--db", url, "verify", "c2", "--against", str(kept)]) == 0
+    assert "BROKEN c2 version 2: removed: the kept head is version 2, 1 events are stored" in out and err == ""
+    assert main(["--db", url, "verify", "c1", "--against", str(kept)]) == 0
     capsys.readouterr()
     assert main(["--db", url, "verify", "--against", str(kept), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert (report["ok"], report["kept"]) == (False, 3)
     assert [(p["stream_id"], p["version"], p["kind"], p["position"]) for p in report["problems"]] == [
-        ("c1", 5, "removed", None)
+        ("c2", 2, "removed", None)
     ]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from chatledger.store import IntegrityError, NotFoundError, Store, open_store
+from chatledger.store.backends.recorder import Record
 from chatledger.store.integrity.chain import GENESIS, event_hash
 from chatledger.store.integrity.verify import UNKNOWN_CONVERSATION, ChainProblem, heads, verify
 
@@ -22,7 +23,9 @@ def _expect(report_problems: list[ChainProblem], found: Found) -> None:
         found.kind,
         found.version,
     ), problem.describe()
-    assert problem.conversation_id == ("c1" if found.stream_id != "#1" else UNKNOWN_CONVERSATION)
+    # A missing stream number (#n) or an empty position of the log (no stream) cannot name its conversation.
+    unknown = found.stream_id.startswith("#") or not found.stream_id
+    assert problem.conversation_id == (UNKNOWN_CONVERSATION if unknown else "c1")
 
 
 @pytest.mark.parametrize("tamper", TAMPERS, ids=[t.name for t in TAMPERS])
@@ -30,8 +33,8 @@ def test_sqlite_tampering_is_named(tmp_path: Path, tamper: Tamper) -> None:
     """Each edit made to the SQLite file, its triggers dropped, is named by stream, version and kind.
 
     verify alone names what the file shows and reports nothing where the file looks
-    whole (a lost tail, a lost streams row, a stream moved to another tenant); with the
-    heads kept before the edit, every one is named.
+    whole (a stream moved to another tenant); with the heads kept before the edit, every
+    one is named.
     """
     path = str(tmp_path / "chat.db")
     with open_store(f"sqlite:///{path}") as store:
@@ -103,21 +106,31 @@ def test_a_conversation_moved_to_another_tenant_breaks_its_chain_there(tmp_path:
 
 
 def test_a_rolled_back_and_rewritten_sqlite_conversation_shows_only_against_kept_heads(tmp_path: Path) -> None:
-    """Deleting the last event and appending another leaves a chain that holds; the kept head names version 5."""
+    """Deleting the log's last event and appending another leaves a chain and positions that hold; the kept
+    head names version 2. The same rollback of a conversation with later events in the log leaves its
+    position empty, and verify alone names it."""
     path = str(tmp_path / "chat.db")
     url = f"sqlite:///{path}"
     with open_store(url) as store:
         build(store)
         kept = heads(store)
     tamper_sqlite(
+        path, ["DELETE FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = 'c2') AND version = 2"]
+    )
+    with open_store(url) as store:
+        store.append("c2", [{"role": "user", "content": "something else"}])
+        assert store.verify().ok
+        report = verify(store, kept=kept)
+        assert [(p.stream_id, p.kind, p.version) for p in report.problems] == [("c2", "changed", 2)]
+        assert report.problems[0].position == store.recorder.read_stream("c2")[-1].position
+        c1_last = store.recorder.read_stream("c1")[-1].position
+    tamper_sqlite(
         path, ["DELETE FROM events WHERE sid = (SELECT sid FROM streams WHERE stream_id = 'c1') AND version = 5"]
     )
     with open_store(url) as store:
-        store.append("c1", [{"role": "user", "content": "something else"}])
-        assert store.verify().ok
-        report = verify(store, kept=kept)
-        assert [(p.stream_id, p.kind, p.version) for p in report.problems] == [("c1", "changed", 5)]
-        assert report.problems[0].position == store.recorder.read_stream("c1")[-1].position
+        store.append("c1", [{"role": "user", "content": "rewritten"}])
+        problems = store.verify().problems
+        assert [(p.stream_id, p.kind, p.position) for p in problems] == [("", "removed", c1_last)]
 
 
 def test_intact_log_verifies_on_every_backend(store_url: str, backend: str) -> None:
@@ -169,6 +182,25 @@ def test_verify_one_conversation_only_reports_its_streams(tmp_path: Path) -> Non
             store.verify("nope")
 
 
+def _rehash(rec: Record, prev: str, key: bytes | None, metadata: str | None = None, position: int | None = None) -> str:
+    """The hash of ``rec``'s stored fields after ``prev`` (by rule 3 when ``position`` is given, else 2 or 1)."""
+    return event_hash(
+        prev,
+        stream_id=rec.stream_id,
+        version=rec.version,
+        event_id=rec.event_id,
+        type_name=rec.type,
+        schema_version=rec.schema_version,
+        key=rec.key,
+        recorded_at=rec.recorded_at,
+        tenant=rec.tenant,
+        payload=rec.payload,
+        signing_key=key,
+        metadata=metadata,
+        position=position,
+    )
+
+
 def _forge(path: str, store: Store, key: bytes | None) -> None:
     """Change c1's second message in the SQLite file and recompute its whole chain with ``key``.
 
@@ -180,19 +212,7 @@ def _forge(path: str, store: Store, key: bytes | None) -> None:
     try:
         for rec in store.recorder.read_stream("c1"):
             payload = rec.payload.replace("hello 2", "forged!")
-            prev = event_hash(
-                prev,
-                stream_id=rec.stream_id,
-                version=rec.version,
-                event_id=rec.event_id,
-                type_name=rec.type,
-                schema_version=rec.schema_version,
-                key=rec.key,
-                recorded_at=rec.recorded_at,
-                tenant=rec.tenant,
-                payload=payload,
-                signing_key=key,
-            )
+            prev = _rehash(rec._replace(payload=payload), prev, key)
             conn.execute(
                 "UPDATE events SET payload = ?, hash = ? WHERE position = ?",
                 (payload, bytes.fromhex(prev), rec.position),
@@ -248,3 +268,26 @@ def test_signing_key_comes_from_the_environment(tmp_path: Path, monkeypatch: pyt
     with open_store(url) as store:
         assert store.signing_key is None
         assert {p.stream_id for p in store.verify().problems} == {"c1", "c2", SIDE}
+
+
+def test_every_event_covers_its_global_position_on_every_backend(store_url: str, backend: str) -> None:
+    """Signed events hash their global position (chain rule 3) on every path: transactions, lone appends of
+    one event (PostgreSQL finishes that hash in SQL) and of several; the same event at another position
+    does not verify."""
+    key = b"s3cret"
+    with open_store(store_url, signing_key=key) as store:
+        build(store)
+        store.append("c2", [{"role": "user", "content": "one"}])
+        store.append("c2", [{"role": "user", "content": "two"}])
+        store.append("c2", [{"role": "user", "content": "three"}, {"role": "user", "content": "four"}])
+        report = store.verify()
+        assert report.ok and report.unpositioned == 0 and report.events == 13
+        for rec in store.recorder.read_all():
+            metadata = None
+            if rec.version == 1 and rec.stream_id == rec.conversation_id:
+                head = store.recorder.get_head(rec.stream_id)
+                metadata = (head.metadata if head else None) or ""
+
+            prev = GENESIS if rec.version == 1 else store.recorder.read_stream(rec.stream_id)[rec.version - 2].hash
+            assert _rehash(rec, prev, key, metadata, rec.position) == rec.hash, rec
+            assert _rehash(rec, prev, key, metadata, rec.position + 1) != rec.hash
