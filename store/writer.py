@@ -31,7 +31,14 @@ from chatledger.store.errors import (
     ValidationError,
 )
 from chatledger.store.events import Event, event_class
-from chatledger.store.integrity.chain import GENESIS, chain_hash, inner_hash, with_position
+from chatledger.store.integrity.chain import (
+    GENESIS,
+    NO_SUBSTREAMS,
+    chain_hash,
+    inner_hash,
+    with_position,
+    with_substream,
+)
 
 if TYPE_CHECKING:
     from chatledger.store.handle import Store
@@ -206,17 +213,26 @@ class Writer:
         """Create an empty stream owned by this store's tenant.
 
         Raises:
-            NotFoundError: the stream belongs to another tenant's conversation.
+            NotFoundError: a tool-call or side stream's conversation does not exist for this tenant.
         """
         encrypts = bool(getattr(self._store.codec, "encrypts", False))
+        substreams = None
         if stream_id != conversation_id:
+            # A tool-call or side stream belongs to an existing conversation of this tenant, whose head records it.
             owner = self._tx.head(conversation_id)
-            if owner is not None and owner.tenant != self._store.tenant:
+            if owner is None or owner.tenant != self._store.tenant:
                 raise NotFoundError(f"conversation {conversation_id!r} does not exist")
-            if owner is not None:
-                _check_sealed(owner, encrypts)
-        elif kind == "conversation" and status is None and encrypts:
-            status = ENCRYPTED  # in clear on the head: a keyless writer refuses to add plaintext
+            _check_sealed(owner, encrypts)
+            if owner.substreams is not None:
+                # The conversation's head records the streams that belong to it: one deleted whole shows.
+                mark = with_substream(owner.substreams, stream_id, self._store.signing_key)
+                owner = owner._replace(substreams=mark)
+                self._tx.update_head(owner)
+                self._heads[conversation_id] = owner
+        elif kind == "conversation":
+            substreams = NO_SUBSTREAMS
+            if status is None and encrypts:
+                status = ENCRYPTED  # in clear on the head: a keyless writer refuses to add plaintext
         now = now_iso()
         head = StreamHead(
             stream_id,
@@ -230,6 +246,7 @@ class Writer:
             status,
             None,
             metadata,
+            substreams,
         )
         self._tx.create_stream(head)
         self._heads[stream_id] = head
@@ -373,6 +390,7 @@ class Writer:
             head.status if status is UNCHANGED else status,
             head.lease_until if lease_until is UNCHANGED else lease_until,
             head.metadata,
+            head.substreams,
         )
         for event, position in zip(events, positions, strict=True):
             # A frozen event learns its position in place: model_copy(update=...) cost ~2 µs per

@@ -63,6 +63,10 @@ class StreamHead(NamedTuple):
     status: str | None = None
     lease_until: float | None = None
     metadata: str | None = None
+    substreams: str | None = None
+    """A conversation's record of its tool-call and side streams: the XOR of each one's
+    :func:`~chatledger.store.integrity.chain.substream_mark` (None: not kept, a conversation
+    started before it was, or not a conversation)."""
 
     def as_row(self) -> tuple[object, ...]:
         """The values in column order (the backends' ``streams`` columns follow the fields)."""
@@ -230,4 +234,5 @@ def moved_only_by(head: StreamHead, before: StreamHead, last: NewRecord) -> bool
         and head.stream_id == before.stream_id
         and head.status == before.status
         and head.lease_until == before.lease_until
+        and head.substreams == before.substreams
     )

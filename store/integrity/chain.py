@@ -32,9 +32,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-__all__ = ["GENESIS", "RULE", "chain_hash", "event_hash", "inner_hash", "with_position"]
+__all__ = [
+    "GENESIS",
+    "NO_SUBSTREAMS",
+    "RULE",
+    "chain_hash",
+    "event_hash",
+    "inner_hash",
+    "substream_mark",
+    "with_position",
+    "with_substream",
+]
 
 GENESIS = "0" * 64
+NO_SUBSTREAMS = "0" * 64
+"""A new conversation's record of its tool-call and side streams: none yet."""
 RULE = 3
 """The rule new events are hashed with (see the module docstring)."""
 
@@ -134,6 +146,24 @@ def with_position(inner: str, position: int) -> str:
     ``encode(sha256(convert_to(inner || chr(30) || 'p:' || position, 'UTF8')), 'hex')``.
     """
     return hashlib.sha256(f"{inner}\x1ep:{position}".encode("ascii")).hexdigest()
+
+
+def substream_mark(stream_id: str, signing_key: bytes | None) -> str:
+    """What a tool-call or side stream adds to its conversation's record of them (HMAC with a key)."""
+    data = ("substream\x1e" + stream_id).encode("utf-8", "surrogatepass")
+    if signing_key is not None:
+        return hmac.new(signing_key, data, hashlib.sha256).hexdigest()
+    return hashlib.sha256(data).hexdigest()
+
+
+def with_substream(record: str, stream_id: str, signing_key: bytes | None) -> str:
+    """A conversation's record of its streams once ``stream_id`` is added (or taken out: XOR is its own inverse).
+
+    The record is a set, order does not matter: streams are created by concurrent transactions.
+    Deleting a stream without changing the record, or changing the record without the key
+    (it needs the deleted stream's mark), leaves it wrong.
+    """
+    return f"{int(record, 16) ^ int(substream_mark(stream_id, signing_key), 16):064x}"
 
 
 def _fields(

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from chatledger.store.backends.recorder import CALL_SEPARATOR, Record, StreamHead
 from chatledger.store.errors import IntegrityError
 from chatledger.store.integrity.chain import GENESIS, RULE, event_hash
+from chatledger.store.integrity.substreams import difference, named_missing, record_of
 
 if TYPE_CHECKING:
     from chatledger.store.handle import Store
@@ -88,6 +89,9 @@ class VerifyReport:
     kept: int = 0
     legacy: int = 0
     """Conversations whose first event predates chain rule 2: their head row's metadata is not covered."""
+    untracked: int = 0
+    """Conversations whose head keeps no record of their tool-call and side streams (started before it
+    was kept): one of those streams deleted whole is not seen."""
     unpositioned: int = 0
     """Events whose hash does not cover their global position (hashed before chain rule 3, or by a
     backend that learns positions only by inserting): moving them within the global log is not seen."""
@@ -114,6 +118,7 @@ class VerifyReport:
             "kept": self.kept,
             "legacy": self.legacy,
             "unpositioned": self.unpositioned,
+            "untracked": self.untracked,
             "problems": [asdict(p) for p in self.problems],
         }
 
@@ -419,11 +424,18 @@ def verify(
     report = VerifyReport(signed=store.signing_key is not None, kept=len(expected))
     unpositioned: list[int] = []
     skipped: list[tuple[int, int]] = []  # (after, before): positions around versions a stream is missing
+    owners: dict[str, StreamHead] = {}  # conversation heads that keep a record of their streams
+    owned: dict[str, list[str]] = {}  # the streams found of each conversation, its own aside
     streams = _stream_ids(store, conversation_id)
     for stream_id in progress(streams) if progress else streams:
         head = store.recorder.get_head(stream_id)
         if head is not None and head.tenant != store.tenant:
             head = None
+        if head is not None and head.stream_id == head.conversation_id:
+            if head.kind == "conversation" and head.substreams is not None:
+                owners[stream_id] = head
+        elif head is not None:
+            owned.setdefault(head.conversation_id, []).append(stream_id)
         records = [r for r in store.recorder.read_stream(stream_id) if r.tenant == store.tenant]
         report.streams += 1
         report.events += len(records)
@@ -442,6 +454,14 @@ def verify(
             report.problems.append(found)
     report.problems += [_gone(c, v) for c, (_, v) in expected.items()]
     report.unpositioned = sum(unpositioned)
+    report.untracked = sum(1 for h in _conversation_heads(store, conversation_id) if h.substreams is None)
+    for owner, head in owners.items():
+        found_record = record_of(owned.get(owner, ()), store.signing_key)
+        if found_record != head.substreams:
+            unrecorded = _unrecorded(store, head, difference(str(head.substreams), found_record))
+            named = (unrecorded.stream_id, unrecorded.kind, unrecorded.version)
+            if named not in {(p.stream_id, p.kind, p.version) for p in report.problems}:  # a kept head named it
+                report.problems.append(unrecorded)
     if conversation_id is None:
         report.problems += [_missing(first, last) for first, last in store.backend.missing_streams()]
         # A gap inside the span of versions a stream is missing is that stream's problem, named already.
@@ -452,6 +472,34 @@ def verify(
             if not any(after < first and last < before for after, before in skipped)
         ]
     return report
+
+
+def _conversation_heads(store: Store, conversation_id: str | None) -> list[StreamHead]:
+    heads = store.recorder.list_heads("conversation", store.tenant, conversation_id=conversation_id)
+    return [h for h in heads if h.stream_id == h.conversation_id]
+
+
+def _unrecorded(store: Store, head: StreamHead, missing: str) -> ChainProblem:
+    """A conversation whose streams disagree with the record its head keeps of them."""
+    named = named_missing(store, head.conversation_id, missing)
+    if named is not None:
+        return ChainProblem(
+            named,
+            head.conversation_id,
+            1,
+            None,
+            "removed",
+            "the stream is gone: its conversation's head records it (the stream was deleted whole)",
+        )
+    return ChainProblem(
+        head.stream_id,
+        head.conversation_id,
+        head.version,
+        None,
+        "removed",
+        "the conversation's tool-call and side streams do not match the record its head keeps of them: "
+        "a stream of it was deleted whole (or one was added, or the record edited)",
+    )
 
 
 UNKNOWN_CONVERSATION = ""

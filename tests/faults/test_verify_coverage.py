@@ -65,10 +65,11 @@ SQLITE_EDITS: dict[str, Edit] = {
         [(CALL, "removed", 1), EMPTY],
         [(CALL, "removed", 1), EMPTY],
     ),
-    # No row is left: the file shows a missing stream number and empty positions; the kept heads name the call.
+    # No row is left: the conversation's record of its streams names the call; the file also shows a
+    # missing stream number and empty positions.
     "delete a tool call's events and its streams row": (
         [f"DELETE FROM events WHERE {_CALL_SID}", f"DELETE FROM streams WHERE {_CALL_SID}"],
-        [GAP, EMPTY],
+        [(CALL, "removed", 1), GAP, EMPTY],
         [(CALL, "removed", 1), GAP, EMPTY],
     ),
     "edit the conversation's metadata": ([_METADATA], [("c1", "changed", 1)], [("c1", "changed", 1)]),
@@ -81,10 +82,10 @@ POSTGRES_EDITS: dict[str, Edit] = {
         [(CALL, "removed", 1)],
         [(CALL, "removed", 1)],
     ),
-    # Nothing is left in the database; the kept heads name the call.
+    # Nothing of the call is left: the conversation's record of its streams names it.
     "delete a tool call's events and its head row": (
         [f"DELETE FROM events WHERE {_CALL_WHERE}", f"DELETE FROM streams WHERE {_CALL_WHERE}"],
-        [],
+        [(CALL, "removed", 1)],
         [(CALL, "removed", 1)],
     ),
     "edit the conversation's metadata": ([_METADATA], [("c1", "changed", 1)], [("c1", "changed", 1)]),
@@ -105,8 +106,9 @@ POSTGRES_EDITS: dict[str, Edit] = {
 
 @pytest.mark.parametrize("edit", list(SQLITE_EDITS), ids=list(SQLITE_EDITS))
 def test_sqlite_edits_beyond_the_conversations_events_are_named(tmp_path: Path, edit: str) -> None:
-    """The edit is named by verify from the file alone (a whole deleted stream as its missing number), and
-    against kept heads by stream."""
+    """Each edit is named by verify from the file alone (a tool call deleted whole by its conversation's
+    record of its streams, also as a missing stream number and empty positions; swapped positions by
+    the chains of both streams), and likewise against kept heads."""
     statements, alone, found = SQLITE_EDITS[edit]
     path = str(tmp_path / "chat.db")
     with open_store(f"sqlite:///{path}") as store:
@@ -123,7 +125,8 @@ def test_sqlite_edits_beyond_the_conversations_events_are_named(tmp_path: Path, 
 
 @pytest.mark.parametrize("edit", list(POSTGRES_EDITS), ids=list(POSTGRES_EDITS))
 def test_postgres_edits_beyond_the_conversations_events_are_named(postgres_url: str, edit: str) -> None:
-    """The edit is named with kept heads (``verify --against``), and by verify alone while a head row is left."""
+    """Each edit is named by verify alone (a tool call deleted with its head row by its conversation's record
+    of its streams; swapped positions by the chains of both streams), and likewise against kept heads."""
     pytest.importorskip("chatledger.store.backends.postgres.recorder")
     statements, alone, found = POSTGRES_EDITS[edit]
     with open_store(postgres_url) as store:

@@ -48,8 +48,8 @@ __all__ = ["APPEND_ONE", "GuessedStatement", "HeadCache", "WriteTx", "append_gue
 
 _CACHED_HEADS = 4096
 UPDATE_HEAD: LiteralString = (
-    "UPDATE streams SET version = %s, head_hash = %s, updated_at = %s, status = %s, lease_until = %s "
-    "WHERE stream_id = %s"
+    "UPDATE streams SET version = %s, head_hash = %s, updated_at = %s, status = %s, lease_until = %s, "
+    "substreams = %s WHERE stream_id = %s"
 )
 # The head is locked in a materialized CTE first: the position is drawn after the lock (and the
 # transaction id the lock gives), never before it.
@@ -147,7 +147,7 @@ class WriteTx:
 
     def create_stream(self, head: StreamHead) -> None:
         rows = self._run(
-            f"INSERT INTO streams ({HEAD_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+            f"INSERT INTO streams ({HEAD_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
             "ON CONFLICT (stream_id) DO NOTHING RETURNING 1",
             head.as_row(),
             "creating a stream",
@@ -207,7 +207,15 @@ class WriteTx:
         self._queued.append(
             (
                 UPDATE_HEAD,
-                (head.version, head.head_hash, head.updated_at, head.status, head.lease_until, head.stream_id),
+                (
+                    head.version,
+                    head.head_hash,
+                    head.updated_at,
+                    head.status,
+                    head.lease_until,
+                    head.substreams,
+                    head.stream_id,
+                ),
             )
         )
         if head.stream_id in self.heads:

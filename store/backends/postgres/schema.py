@@ -24,7 +24,7 @@ RECORD_COLUMNS: LiteralString = (
 )
 HEAD_COLUMNS: LiteralString = (
     "stream_id, conversation_id, tenant, kind, version, head_hash, created_at, updated_at, status, "
-    "lease_until, metadata"
+    "lease_until, metadata, substreams"
 )
 
 # Version 1's log order as numbers: old position -> rank in (tx_id, position) order. A consumer
@@ -99,6 +99,8 @@ CREATE INDEX IF NOT EXISTS streams_by_status ON streams (kind, status, lease_unt
 """,
     ),
     (2, _RENUMBER),
+    # A conversation's record of its tool-call and side streams (NULL: conversations started before it).
+    (3, "ALTER TABLE streams ADD COLUMN IF NOT EXISTS substreams text"),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -36,6 +36,7 @@ from chatledger.store.backends.sqlite.schema import (
     SCHEMA,
     create_schema,
     migrate_v1,
+    migrate_v2,
     record,
 )
 from chatledger.store.errors import BackendUnavailable, ConflictError, ValidationError
@@ -90,6 +91,7 @@ def _moved(h: StreamHead, last: NewRecord) -> StreamHead:
         h.status,
         h.lease_until,
         h.metadata,
+        h.substreams,
     )
 
 
@@ -151,7 +153,7 @@ class _Tx:
         try:
             cur = self._conn.execute(
                 "INSERT INTO streams (stream_id, conversation_id, tenant, kind, created_at, status, lease_until, "
-                "metadata) VALUES (?,?,?,?,?,?,?,?)",
+                "metadata, substreams) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     head.stream_id,
                     head.conversation_id,
@@ -161,6 +163,7 @@ class _Tx:
                     head.status,
                     head.lease_until,
                     head.metadata,
+                    head.substreams,
                 ),
             )
         except sqlite3.IntegrityError:
@@ -229,11 +232,14 @@ class _Tx:
         if known is None:
             raise RuntimeError(f"update_head of {head.stream_id!r} before reading its head")
         sid, old = known
-        # Version, hash and time are the last event's: only the tool ledger's fields are stored.
+        # Version, hash and time are the last event's: only the tool ledger's fields and a conversation's
+        # record of its streams are stored.
         if (head.status, head.lease_until) != (old.status, old.lease_until):
             self._conn.execute(
                 "UPDATE streams SET status = ?, lease_until = ? WHERE sid = ?", (head.status, head.lease_until, sid)
             )
+        if head.substreams != old.substreams:
+            self._conn.execute("UPDATE streams SET substreams = ? WHERE sid = ?", (head.substreams, sid))
         self.heads[head.stream_id] = (sid, head)
 
 
@@ -343,8 +349,10 @@ class SQLiteRecorder(PagedLog):
             conn.execute("BEGIN IMMEDIATE")
             layout = int(conn.execute("PRAGMA user_version").fetchone()[0])
             old = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone() is not None
-            if old and layout < LAYOUT_VERSION:
+            if old and layout < 2:
                 migrate_v1(conn)
+            elif old and layout < LAYOUT_VERSION:
+                migrate_v2(conn)
             elif layout > LAYOUT_VERSION:
                 raise BackendUnavailable(
                     f"{self.path} was written by a newer chatledger (layout {layout}, this one knows "

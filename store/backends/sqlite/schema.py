@@ -41,13 +41,15 @@ __all__ = [
     "iso_sql",
     "iso_text",
     "migrate_v1",
+    "migrate_v2",
     "record",
     "stored_bytes",
     "stored_time",
 ]
 
-LAYOUT_VERSION = 2
-"""``PRAGMA user_version`` of a file in this layout (1 was the first, text-only layout)."""
+LAYOUT_VERSION = 3
+"""``PRAGMA user_version`` of a file in this layout (1 was the first, text-only layout; 3 added
+``streams.substreams``, a conversation's record of its tool-call and side streams)."""
 
 _STATEMENTS = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -59,7 +61,8 @@ CREATE TABLE IF NOT EXISTS streams (
     created_at TEXT NOT NULL,
     status TEXT,
     lease_until REAL,
-    metadata TEXT
+    metadata TEXT,
+    substreams TEXT
 );
 CREATE INDEX IF NOT EXISTS streams_by_kind ON streams (kind, tenant, created_at);
 CREATE INDEX IF NOT EXISTS streams_by_conversation ON streams (conversation_id, kind);
@@ -136,6 +139,15 @@ def migrate_v1(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE streams_v1")
 
 
+def migrate_v2(conn: sqlite3.Connection) -> None:
+    """Bring a layout 2 file to this one, in place, in the caller's transaction: a column is added.
+
+    Its conversations keep no record of their streams (the column is NULL: ``verify`` counts them).
+    """
+    conn.execute("ALTER TABLE streams ADD COLUMN substreams TEXT")
+    conn.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
+
+
 def hex_sql(column: str) -> str:
     return f"CASE typeof({column}) WHEN 'blob' THEN lower(hex({column})) ELSE {column} END"
 
@@ -188,7 +200,7 @@ GENESIS_SQL = "'" + "0" * 64 + "'"
 HEAD_SELECT = (
     "SELECT s.sid, s.stream_id, s.conversation_id, s.tenant, s.kind, COALESCE(l.version, 0), "
     f"COALESCE({hex_sql('l.hash')}, {GENESIS_SQL}), s.created_at, COALESCE({iso_sql('l.recorded_at')}, s.created_at), "
-    "s.status, s.lease_until, s.metadata FROM streams s LEFT JOIN events l ON l.position = "
+    "s.status, s.lease_until, s.metadata, s.substreams FROM streams s LEFT JOIN events l ON l.position = "
     "(SELECT position FROM events WHERE sid = s.sid ORDER BY version DESC LIMIT 1)"
 )
 """The sid, then :class:`~chatledger.store.backends.recorder.StreamHead` fields in order; append a WHERE clause."""

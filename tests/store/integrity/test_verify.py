@@ -96,13 +96,15 @@ def test_sqlite_file_refuses_updates_and_deletes_of_the_log(tmp_path: Path) -> N
 
 
 def test_a_conversation_moved_to_another_tenant_breaks_its_chain_there(tmp_path: Path) -> None:
-    """The chain covers the tenant: a SQLite stream moved to another tenant does not verify for that tenant."""
+    """The chain covers the tenant: a SQLite stream moved to another tenant does not verify for that tenant,
+    and the side stream it left behind is missing from the record its head keeps of its streams."""
     url = f"sqlite:///{tmp_path / 'chat.db'}"
     with open_store(url) as store:
         build(store)
     tamper_sqlite(str(tmp_path / "chat.db"), ["UPDATE streams SET tenant = 'mallory' WHERE stream_id = 'c1'"])
     with open_store(url, tenant="mallory") as mallory:
-        assert [(p.stream_id, p.kind, p.version) for p in mallory.verify().problems] == [("c1", "changed", 1)]
+        problems = [(p.stream_id, p.kind, p.version) for p in mallory.verify().problems]
+        assert problems == [("c1", "changed", 1), ("c1", "removed", 5)]
 
 
 def test_a_rolled_back_and_rewritten_sqlite_conversation_shows_only_against_kept_heads(tmp_path: Path) -> None:

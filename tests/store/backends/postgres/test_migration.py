@@ -54,7 +54,10 @@ def test_a_version_1_log_opens_in_its_order_and_its_consumers_resume(two_schemas
         )
         conn.execute(MIGRATIONS[0][1])
         conn.execute("INSERT INTO chatledger_schema (version) VALUES (1)")
-        conn.execute(f'INSERT INTO streams SELECT * FROM "{schema}".streams')
+        conn.execute(
+            "INSERT INTO streams SELECT stream_id, conversation_id, tenant, kind, version, head_hash, created_at, "
+            f'updated_at, status, lease_until, metadata FROM "{schema}".streams'
+        )
         for rank, (event, old) in enumerate(zip(order, old_positions, strict=True)):
             conn.execute(
                 "INSERT INTO events (position, tx_id, stream_id, version, conversation_id, tenant, event_id, type, "

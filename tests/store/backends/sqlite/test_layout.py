@@ -135,3 +135,31 @@ def test_a_stream_cannot_be_moved_or_renamed_in_the_file(tmp_path: Path) -> None
     conn.close()
     with open_store(f"sqlite:///{path}") as store:
         assert store.conversation(conv).metadata == {"user": "u1"}
+
+
+def test_a_layout_2_file_gains_the_record_of_streams_and_keeps_verifying(tmp_path: Path) -> None:
+    """A layout 2 file (no record of each conversation's streams) opens as layout 3: its conversations
+    verify and are counted untracked; a conversation started after it records its streams."""
+    path = tmp_path / "two.db"
+    with open_store(f"sqlite:///{path}") as store:
+        store.start_conversation("old", messages=[{"role": "user", "content": "before"}])
+        call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Rome"}'}}
+        Executor(store, {"weather": lambda city: "rain"}).execute(
+            "old", {"role": "assistant", "content": None, "tool_calls": [call]}
+        )
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE streams DROP COLUMN substreams")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with open_store(f"sqlite:///{path}") as store:
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == LAYOUT_VERSION == 3
+        report = store.verify()
+        assert report.ok and report.untracked == 1
+        store.start_conversation("new", messages=[{"role": "user", "content": "after"}])
+        call = {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}
+        Executor(store, {"weather": lambda city: "sun"}).execute(
+            "new", {"role": "assistant", "content": None, "tool_calls": [call]}
+        )
+        report = store.verify()
+        assert report.ok and report.untracked == 1
+        assert store.recorder.get_head("new").substreams != store.recorder.get_head("old").substreams
