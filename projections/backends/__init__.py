@@ -43,10 +43,11 @@ def _sqlite(backend: Backend) -> ReadModels:
     def erasable() -> bool:
         """Whether the log has ever encrypted a conversation (so it can be erased): a row in
         ``data_keys`` (an erased conversation keeps its row); when unsure, True."""
-        try:
-            return recorder.connection.execute("SELECT 1 FROM data_keys LIMIT 1").fetchone() is not None
-        except sqlite3.OperationalError as exc:
-            return "no such table" not in str(exc)
+        with recorder.connected() as conn:
+            try:
+                return conn.execute("SELECT 1 FROM data_keys LIMIT 1").fetchone() is not None
+            except sqlite3.OperationalError as exc:
+                return "no such table" not in str(exc)
 
     return SQLiteReadModels(views_path(recorder.path), erasable=erasable)
 

@@ -109,9 +109,8 @@ def _q(name: str) -> str:
 
 
 class _Batch:
-    def __init__(self, models: SQLiteReadModels, names: Sequence[str], expected: int) -> None:
-        self._models = models
-        self._db = models._db()
+    def __init__(self, db: Database, names: Sequence[str], expected: int) -> None:
+        self._db = db
         self._names = list(names)
         self.position = expected
 
@@ -184,12 +183,10 @@ class SQLiteReadModels:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self.erasable = erasable
+        # Closing only releases connections: a thread's next call opens a new one.
         self._dbs: PerThread[Database] = PerThread(self._open, lambda db: db.conn.close())
         with self._write() as db:
             db.conn.execute(_TRACKING)
-
-    def _db(self) -> Database:
-        return self._dbs.get()
 
     def _open(self) -> Database:
         try:
@@ -201,17 +198,17 @@ class SQLiteReadModels:
 
     @contextmanager
     def _write(self) -> Iterator[Database]:
-        db = self._db()
-        try:
-            db.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise BackendUnavailable(f"locking the read models {self.path}: {exc}") from exc
-        try:
-            yield db
-        except BaseException:
-            db.conn.execute("ROLLBACK")
-            raise
-        db.conn.execute("COMMIT")
+        with self._dbs.use() as db:
+            try:
+                db.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"locking the read models {self.path}: {exc}") from exc
+            try:
+                yield db
+            except BaseException:
+                db.conn.execute("ROLLBACK")
+                raise
+            db.conn.execute("COMMIT")
 
     def _create(self, db: Database, tables: Sequence[Table]) -> None:
         for table in tables:
@@ -237,7 +234,8 @@ class SQLiteReadModels:
         and creates the triggers. The absence of the triggers is the durable mark of bulk
         mode: a runner killed mid-rebuild leaves them absent, and the next catch-up ends here.
         """
-        pending = [t for t in tables if t.fts and not self._has_triggers(self._db(), t)]
+        with self._dbs.use() as db:
+            pending = [t for t in tables if t.fts and not self._has_triggers(db, t)]
         if not pending:
             return
         with self._write() as db:
@@ -316,14 +314,16 @@ class SQLiteReadModels:
         versions until a checkpoint. A reader of an older snapshot defers that (the busy
         timeout bounds the wait); the next rebuild or ``purge`` finishes it.
         """
-        self._db().conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        with self._dbs.use() as db:
+            db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     def states(self) -> list[ProjectionState]:
         """Every projection's tracking row."""
-        rows = self._db().conn.execute(
-            "SELECT name, version, position, events, updated_at FROM projection_tracking ORDER BY name"
-        )
-        return [ProjectionState(*row) for row in rows.fetchall()]
+        with self._dbs.use() as db:
+            rows = db.conn.execute(
+                "SELECT name, version, position, events, updated_at FROM projection_tracking ORDER BY name"
+            ).fetchall()
+        return [ProjectionState(*row) for row in rows]
 
     @contextmanager
     def batch(self, names: Sequence[str], expected: int) -> Iterator[_Batch | None]:
@@ -336,7 +336,7 @@ class SQLiteReadModels:
             if len(rows) != len(names) or any(r[0] != expected for r in rows):
                 yield None
                 return
-            yield _Batch(self, names, expected)
+            yield _Batch(db, names, expected)
 
     def rows(
         self,
@@ -349,12 +349,14 @@ class SQLiteReadModels:
         """Rows of a table matching ``column = value`` filters."""
         clause = " AND ".join(f'"{c}" = ?' for c in where) or "1"
         order = f' ORDER BY "{order_by}"{" DESC" if desc else ""}' if order_by else ""
-        cur = self._db().conn.execute(
-            f'SELECT * FROM "{table.name}" WHERE {clause}{order} LIMIT ?',
-            [*where.values(), -1 if limit is None else limit],
-        )
+        with self._dbs.use() as db:
+            cur = db.conn.execute(
+                f'SELECT * FROM "{table.name}" WHERE {clause}{order} LIMIT ?',
+                [*where.values(), -1 if limit is None else limit],
+            )
+            found = cur.fetchall()
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in found]
 
     def search(self, table: Table, query: str, where: dict[str, Any], limit: int) -> list[Row]:
         """Full-text matches (FTS5, best first), each with a ``snippet`` around the matched terms."""
@@ -368,13 +370,15 @@ class SQLiteReadModels:
         match = _fts_literal(query)
         if not match:
             return []
-        db = self._db()
-        cur = db.conn.execute(sql, [match, *where.values(), limit])
+        with self._dbs.use() as db:
+            cur = db.conn.execute(sql, [match, *where.values(), limit])
+            found = cur.fetchall()
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in found]
 
     def close(self) -> None:
-        """Close this module's own connections."""
+        """Close this module's own connections; a thread in the middle of a call closes its own when it ends
+        (see :class:`PerThread`), and a later call opens a new one."""
         self._dbs.close()
 
 

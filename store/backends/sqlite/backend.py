@@ -84,19 +84,48 @@ class SQLiteBackend(BackendBase[SQLiteRecorder]):
         @contextmanager
         def read() -> Iterator[Run]:
             # Reads take no lock: WAL readers never wait for writers.
-            conn = recorder.connection
+            with recorder.connected() as conn:
 
-            def run(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-                return conn.execute(sql, params).fetchall()
+                def run(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+                    return conn.execute(sql, params).fetchall()
 
-            yield run
+                yield run
 
         return SQLTracking(write, "?", read)
 
     def _make_key_store(self) -> KeyStore:
         from chatledger.store.integrity.keystore import SQLiteKeyStore
 
-        return SQLiteKeyStore(self.recorder)
+        return _ConnectedKeyStore(SQLiteKeyStore(self.recorder), self.recorder)
+
+
+class _ConnectedKeyStore:
+    """A key store whose every call runs inside :meth:`SQLiteRecorder.connected`, so that closing
+    the store from another thread never closes the connection under it."""
+
+    def __init__(self, keys: KeyStore, recorder: SQLiteRecorder) -> None:
+        self._keys = keys
+        self._recorder = recorder
+
+    def get(self, conversation_id: str) -> bytes | None:
+        with self._recorder.connected():
+            return self._keys.get(conversation_id)
+
+    def add(self, conversation_id: str, wrapped: bytes) -> bytes:
+        with self._recorder.connected():
+            return self._keys.add(conversation_id, wrapped)
+
+    def was_erased(self, conversation_id: str) -> bool:
+        with self._recorder.connected():
+            return self._keys.was_erased(conversation_id)
+
+    def delete(self, conversation_id: str) -> bool:
+        with self._recorder.connected():
+            return self._keys.delete(conversation_id)
+
+    def purge(self, wait: float) -> str | None:
+        with self._recorder.connected():
+            return self._keys.purge(wait)
 
 
 _OPTIONS = frozenset({"synchronous", "busy_timeout_ms"})

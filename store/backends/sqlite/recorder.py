@@ -15,14 +15,17 @@ stream or a key is stored, and it is then redone in a transaction. The layout
 and its compact stored forms are in :mod:`chatledger.store.backends.sqlite.schema`.
 
 Each thread gets its own connection (``sqlite3`` connections are not shared
-across threads); all are closed by :meth:`SQLiteRecorder.close`.
+across threads), used inside :meth:`SQLiteRecorder.connected`; :meth:`SQLiteRecorder.close`
+closes them without pulling one from under a thread in the middle of a call (see
+:class:`~chatledger.store.backends.sqlite.connection.PerThread`), and every later call raises
+``BackendUnavailable``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -343,7 +346,11 @@ class SQLiteRecorder(PagedLog):
         self.synchronous = sync
         self.busy_timeout_ms = busy_timeout_ms
         self._caches = _Caches()
-        self._conns: PerThread[sqlite3.Connection] = PerThread(self._open, sqlite3.Connection.close)
+        self._conns: PerThread[sqlite3.Connection] = PerThread(
+            self._open,
+            sqlite3.Connection.close,
+            lambda: BackendUnavailable(f"the store {self.path} is closed: open it again to go on"),
+        )
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -379,32 +386,40 @@ class SQLiteRecorder(PagedLog):
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """This thread's connection (read models share the file through it)."""
+        """This thread's connection, for a caller inside :meth:`connected` or :meth:`write`."""
         return self._conn()
+
+    def connected(self) -> AbstractContextManager[sqlite3.Connection]:
+        """This thread's connection for a ``with`` block, which :meth:`close` does not close under it.
+
+        Raises:
+            BackendUnavailable: the recorder is closed (and this thread is not inside a call already).
+        """
+        return self._conns.use()
 
     @contextmanager
     def write(self) -> Iterator[_Tx]:
         """Open a write transaction holding the database write lock."""
-        conn = self._conn()
-        if conn.in_transaction:
-            raise RuntimeError("chatledger write transactions do not nest")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _translate(exc, "starting a write") from exc
-        tx = _Tx(conn, self._caches)
-        try:
-            yield tx
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        with self._conns.use() as conn:
             if conn.in_transaction:
+                raise RuntimeError("chatledger write transactions do not nest")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _translate(exc, "starting a write") from exc
+            tx = _Tx(conn, self._caches)
+            try:
+                yield tx
+            except BaseException:
                 conn.execute("ROLLBACK")
-            raise _translate(exc, "committing") from exc
-        self._caches.remember(tx.heads, tx.types, None if tx.next is None else tx.next - 1)
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise _translate(exc, "committing") from exc
+            self._caches.remember(tx.heads, tx.types, None if tx.next is None else tx.next - 1)
 
     def append_alone(self, body: Callable[[WriteTransaction], T]) -> T:
         """Run ``body``, a transaction holding one append to one stream, as one INSERT statement.
@@ -415,14 +430,15 @@ class SQLiteRecorder(PagedLog):
         and ``body`` runs again in an ordinary write transaction. ``body`` must not change
         the stream's status or lease.
         """
-        conn = self._conns.get()
-        return append_alone(body, None if conn.in_transaction else _Guess(conn, self._caches), self.write)
+        with self._conns.use() as conn:
+            return append_alone(body, None if conn.in_transaction else _Guess(conn, self._caches), self.write)
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        try:
-            return self._conn().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise _translate(exc, "reading") from exc
+        with self._conns.use() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _translate(exc, "reading") from exc
 
     def read_stream(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
         rows = self._query(

@@ -41,10 +41,11 @@ class SQLiteScan:
         self._recorder = recorder
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        try:
-            return self._recorder.connection.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise BackendUnavailable(f"reading the log: SQLite said {exc}") from exc
+        with self._recorder.connected() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"reading the log: SQLite said {exc}") from exc
 
     def rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
         """Up to ``limit`` events after position ``after``, in log order, as
