@@ -10,18 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from chatledger.projections import ProjectionRunner
 from chatledger.store import Event, open_store
 
-from ..conftest import with_search_path
-from ..store.backends.postgres.helpers import PrivateServer
-
-
-def _url(server: PrivateServer) -> str:
-    return with_search_path(server.url, "chat")
+from ..store.backends.postgres.helpers import PrivateServer, chat_log, chat_url
 
 
 @pytest.mark.parametrize("ahead", ["old server ahead", "new server ahead"])
@@ -32,13 +26,7 @@ def test_a_restored_log_keeps_its_order_and_its_consumers_resume(ahead: str, tmp
     old, new = PrivateServer(), PrivateServer()
     try:
         (old if ahead == "old server ahead" else new).advance_xids()
-        with psycopg.connect(old.url, autocommit=True) as conn:
-            conn.execute("CREATE SCHEMA chat")
-        store = open_store(_url(old), read_wait=1)
-        convs = [store.start_conversation(f"c{n}") for n in range(3)]
-        for i in range(4):
-            for conv in convs:
-                store.append(conv, [{"role": "user", "content": f"{conv} before {i}"}])
+        store = chat_log(old)
         delivered: list[Event] = []
         assert store.subscribe("follower", delivered.append).run_once() == 15
         assert ProjectionRunner(store).catch_up() >= 15
@@ -48,7 +36,7 @@ def test_a_restored_log_keeps_its_order_and_its_consumers_resume(ahead: str, tmp
         old.dump(dump)
         new.restore(dump)
 
-        restored = open_store(_url(new), read_wait=1)
+        restored = open_store(chat_url(new), read_wait=1)
         assert [(e.event_id, e.position) for e in restored.read_all()] == [(e.event_id, e.position) for e in before]
         assert restored.last_position() == before[-1].position
         restored.append("c1", [{"role": "user", "content": "c1 after"}])

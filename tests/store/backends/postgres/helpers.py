@@ -11,10 +11,16 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from ....conftest import with_search_path
+
+if TYPE_CHECKING:
+    from chatledger.store import Store
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -68,11 +74,19 @@ class DroppingProxy:
 
 
 class PrivateServer:
-    """A throw-away PostgreSQL cluster on its own port in a temp dir, for restarts mid-run."""
+    """A throw-away PostgreSQL cluster on its own port in a temp dir, for restarts mid-run.
 
-    def __init__(self) -> None:
+    Args:
+        settings: server parameters given on the command line at every start (``-c name=value``;
+            values must not need shell quoting).
+        initdb: create the cluster (False for a data directory made otherwise: a base backup).
+        start: start it now.
+    """
+
+    def __init__(self, settings: Mapping[str, str] | None = None, *, initdb: bool = True, start: bool = True) -> None:
         if not (PG_BIN / "initdb").exists():
             pytest.skip(f"no PostgreSQL server binaries in {PG_BIN}: the restart test needs initdb and pg_ctl")
+        self.settings = dict(settings or {})
         self.dir = Path(tempfile.mkdtemp(prefix="cl_pg_"))
         self.data = self.dir / "data"
         with socket.socket() as s:
@@ -83,11 +97,20 @@ class PrivateServer:
             self._prefix = ["runuser", "-u", "postgres", "--"]
         else:
             self._prefix = []
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-        self.start()
+        if initdb:
+            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        if start:
+            self.start()
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run([*self._prefix, str(PG_BIN / tool), *args], check=True, capture_output=True, timeout=60)
+        try:
+            subprocess.run(
+                [*self._prefix, str(PG_BIN / tool), *args], check=True, capture_output=True, timeout=60, cwd=self.dir
+            )
+        except subprocess.CalledProcessError as exc:
+            # Keep what the tool said: a failed initdb, pg_basebackup or pg_upgrade is otherwise silent.
+            exc.add_note(f"{tool} said: {(exc.stdout or b'').decode()[-2000:]}{(exc.stderr or b'').decode()[-2000:]}")
+            raise
 
     @property
     def url(self) -> str:
@@ -95,10 +118,43 @@ class PrivateServer:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
 
     def stop(self, mode: str = "immediate") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def standby(self, name: str, settings: Mapping[str, str] | None = None) -> PrivateServer:
+        """A streaming replica of this server, started on its own port.
+
+        Made with ``pg_basebackup -R`` (which writes ``primary_conninfo`` and ``standby.signal``);
+        it connects as ``application_name=name``, the name ``synchronous_standby_names`` lists.
+        """
+        replica = PrivateServer(settings, initdb=False, start=False)
+        conninfo = f"host=127.0.0.1 port={self.port} user=postgres application_name={name}"
+        replica._run("pg_basebackup", "-D", str(replica.data), "-R", "-X", "stream", "-c", "fast", "-d", conninfo)
+        replica.start()
+        return replica
+
+    def promote(self) -> None:
+        """Promote a standby (``pg_ctl promote``), waiting until it accepts writes."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "promote")
+
+    def upgrade_into(self, new: PrivateServer, *, link: bool = False) -> None:
+        """Stop this server and ``pg_upgrade`` it into ``new`` (an initdb'ed cluster, not running), then start ``new``.
+
+        The data files are copied (pg_upgrade's default), or hard-linked with ``link``. The servers
+        pg_upgrade runs meanwhile listen on the two servers' own ports, sockets in ``new``'s dir.
+        """
+        self.stop("fast")
+        new._run(
+            "pg_upgrade",
+            "-b", str(PG_BIN), "-B", str(PG_BIN),
+            "-d", str(self.data), "-D", str(new.data),
+            "-p", str(self.port), "-P", str(new.port),
+            "-s", str(new.dir), "-U", "postgres", "--no-sync", *(["--link"] if link else []),
+        )  # fmt: skip
+        new.start()
 
     def advance_xids(self, next_xid: int = 1 << 24) -> None:
         """Move the server's transaction id counter forward to ``next_xid`` (``pg_resetwal -x``).
@@ -147,6 +203,28 @@ def append_worker(url: str, worker: int, own: int, shared: int, barrier: Any) ->
         if i < shared:
             store.append("shared", [{"role": "user", "content": f"{worker}-shared-{i}"}])
     store.close()
+
+
+def chat_url(server: PrivateServer) -> str:
+    """``server``'s URL with its tables in the schema ``chat`` (made by :func:`chat_log`)."""
+    return with_search_path(server.url, "chat")
+
+
+def chat_log(server: PrivateServer) -> Store:
+    """A store on ``server`` in a new schema ``chat``, holding three conversations (c0, c1, c2) of four
+    messages each: 15 events. Reads wait at most a second for a gap."""
+    import psycopg
+
+    from chatledger.store import open_store
+
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA chat")
+    store = open_store(chat_url(server), read_wait=1)
+    convs = [store.start_conversation(f"c{n}") for n in range(3)]
+    for i in range(4):
+        for conv in convs:
+            store.append(conv, [{"role": "user", "content": f"{conv} before {i}"}])
+    return store
 
 
 def wait_until(predicate: Any, seconds: float = 10.0) -> bool:
