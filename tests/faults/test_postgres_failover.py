@@ -213,6 +213,9 @@ def test_a_promoted_synchronous_standby_keeps_the_order_and_every_consumer_resum
         follower.store.close()
         final = promoted.read_all()
         assert follower.seen == [(e.event_id, e.position) for e in final], "the follower missed or repeated events"
+        # Hashes cover positions and each conversation records its streams: the promoted log verifies whole.
+        report = promoted.verify()
+        assert report.ok and report.unpositioned == 0, [p.describe() for p in report.problems]
         fresh = _acknowledged(again)
         assert len(fresh) == 40 and min(fresh.values()) > positions[-1], "a new event came before an old one"
 

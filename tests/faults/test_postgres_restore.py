@@ -50,6 +50,9 @@ def test_a_restored_log_keeps_its_order_and_its_consumers_resume(ahead: str, tmp
         assert [e.event_id for e in delivered] == [e.event_id for e in after]
         assert ProjectionRunner(restored).catch_up() == 3
         assert "c3 after" in [m["content"] for m in restored.messages(conv)]
+        # Hashes cover positions and each conversation records its streams: the restored log verifies whole.
+        report = restored.verify()
+        assert report.ok and report.unpositioned == 0, [p.describe() for p in report.problems]
         restored.close()
     finally:
         old.close()

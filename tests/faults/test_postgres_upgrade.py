@@ -72,6 +72,9 @@ def test_an_upgraded_log_keeps_its_order_and_its_consumers_resume(files: str) ->
         assert {entry.conversation_id: entry.messages for entry in conversation_index(upgraded, catch_up=False)} == {
             c: messages[c] for c in ("c0", "c1", "c2", conv)
         }
+        # Hashes cover positions and each conversation records its streams: the upgraded log verifies whole.
+        report = upgraded.verify()
+        assert report.ok and report.unpositioned == 0, [p.describe() for p in report.problems]
         upgraded.close()
     finally:
         old.close()
