@@ -21,6 +21,15 @@ still running, and listed with its id in ``pg_stat_activity``, or ended. So:
 No transaction id is stored: the rule holds on whatever server the rows are on, so the
 log survives ``pg_dump``/``pg_restore``, ``pg_upgrade`` and failover unchanged. See
 docs/postgres.md for the reasoning and the alternatives measured.
+
+**Not on a standby.** A hot standby's ``pg_stat_activity`` does not list the primary's
+transactions, and the standby cannot know them (a writer draws its position before its first
+WAL record), so there a gap held by a transaction in flight on the primary looks resolved.
+The wait therefore asks ``pg_is_in_recovery()`` in the same statement that lists the running
+transactions: on a standby, a read that would have to pass a gap raises BackendUnavailable
+(read the global log on the primary), and ``last_position`` returns the end of the gap-free
+run. Reads that pass no gap, and stream reads, work on a standby as anywhere. Nothing is
+cached, so after a promotion the same recorder resolves gaps as on any primary.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from typing import Any, LiteralString
 from chatledger.store.backends.postgres.connection import Connections
 from chatledger.store.backends.postgres.schema import HEAD_COLUMNS, RECORD_COLUMNS
 from chatledger.store.backends.recorder import Record, StreamHead
+from chatledger.store.errors import BackendUnavailable
 
 __all__ = ["LogReader"]
 
@@ -53,12 +63,13 @@ _TENANT_PAGE: LiteralString = (
     "SELECT (SELECT max(position) FROM events), run.at, page.* FROM run LEFT JOIN page ON true "
     "ORDER BY page.position"
 )
-# The transactions of this database that have a transaction id, as the server reports them now
-# (only they can hold a position: sequences belong to one database, and a writer has its id
-# before it draws). Read from pg_stat_activity, which lists every running id, also those above
-# a snapshot's xmax that the snapshot's in-progress list leaves out.
+# Whether the server is a standby, and the transactions of this database that have a transaction
+# id, as the server reports them now (only they can hold a position: sequences belong to one
+# database, and a writer has its id before it draws). Read from pg_stat_activity, which lists every
+# running id, also those above a snapshot's xmax that the snapshot's in-progress list leaves out;
+# a standby's lists none of the primary's, hence the recovery flag, asked in the same round trip.
 _RUNNING: LiteralString = (
-    "SELECT COALESCE(array_agg(backend_xid::text), '{}') FROM pg_stat_activity "
+    "SELECT pg_is_in_recovery(), COALESCE(array_agg(backend_xid::text), '{}') FROM pg_stat_activity "
     "WHERE datname = current_database() AND backend_xid IS NOT NULL"
 )
 _STILL_RUNNING: LiteralString = (
@@ -103,13 +114,20 @@ class LogReader:
             return i
         return len(records)
 
-    def _drained(self) -> bool:
+    def _drained(self) -> bool | None:
         """Wait (up to ``read_wait``) until every transaction of this database running now has ended.
 
         Called after a page was read: a transaction that held a position lower than the page's
         highest had its id before the page's snapshot, so it is running now or has ended.
+
+        Returns:
+            True once they have ended, False when ``read_wait`` ran out first, None when the
+            server is a standby (in recovery): the primary's transactions, which may hold the
+            gap, are not listed there, so nothing can be resolved on it.
         """
-        running = self._db.query(_RUNNING, (), "reading the log horizon")[0][0]
+        in_recovery, running = self._db.query(_RUNNING, (), "reading the log horizon")[0]
+        if in_recovery:
+            return None
         if not running:
             return True
         deadline = time.monotonic() + self.read_wait
@@ -131,24 +149,42 @@ class LogReader:
         An event committed before the call is included once the transactions in flight at
         that moment have ended (read-your-writes); after ``read_wait`` seconds the read
         returns the part that is final (possibly nothing) and the next read continues.
+
+        Raises:
+            BackendUnavailable: the server is a standby and the page has a gap right after
+                ``after`` or inside it (a standby cannot tell whether a transaction on the
+                primary still holds it); read on the primary. Also when the server is unreachable.
         """
         top, run, records = self._page(after, _NO_END, limit, tenant)
         settled = self._settled(records, after, run)
         if settled == len(records):
             return records
-        if not self._drained():
+        drained = self._drained()
+        if drained is None:
+            raise BackendUnavailable(
+                f"reading the global log after position {after}: this server is a standby (in recovery), "
+                f"and the event at position {records[settled].position} comes after a position not visible "
+                "here, which a transaction in flight on the primary may still fill; a standby cannot tell, "
+                "so it does not pass the gap. Read the global log on the primary (a URL naming several "
+                "servers takes target_session_attrs=read-write)"
+            )
+        if not drained:
             return records[:settled]
         # Every position up to ``top`` is now resolved, and visible in a snapshot taken from here on.
         self._resolve(top)
         return self._page(after, top, limit, tenant)[2]
 
     def last_position(self) -> int:
-        """The highest position readers can see with every lower one resolved (0 when empty)."""
+        """The highest position readers can see with every lower one resolved (0 when empty).
+
+        On a standby, where no gap can be resolved, the end of the gap-free run.
+        """
         top, _, _ = self._page(_NO_END, _NO_END, 0, None)
         if top <= self._resolved or self._drained():
             self._resolve(top)
             return top
-        # Something in flight may still hold a gap: the end of the gap-free run after what is resolved.
+        # Something in flight may still hold a gap (or, on a standby, nothing tells): the end of
+        # the gap-free run after what is resolved, every position of which is visible, so resolved.
         end = self._resolved
         for row in self._db.query(
             "SELECT position FROM events WHERE position > %s ORDER BY position LIMIT 10000",
@@ -158,6 +194,7 @@ class LogReader:
             if row[0] != end + 1:
                 break
             end = row[0]
+        self._resolve(end)
         return end
 
     def read_stream(self, stream_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
