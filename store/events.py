@@ -149,6 +149,9 @@ class ToolCallRequested(Event):
     arguments: str
     message_id: str | None = None
     idempotent: bool = False
+    redacted: bool = False
+    """The stored ``arguments`` are the redacted form of the model's: only a requester holding the model's
+    own arguments can run the call (a worker refuses it rather than run the tool on redacted values)."""
 
 
 @register_event

@@ -177,6 +177,11 @@ class Writer:
         self._tx = tx
         self._heads: dict[str, StreamHead] = {}
 
+    @property
+    def store(self) -> Store:
+        """The store this transaction writes to (its tenant, redactor and codec)."""
+        return self._store
+
     def head(self, stream_id: str) -> StreamHead | None:
         """A stream's head as of this transaction (locked), scoped to the store's tenant."""
         head = self._heads.get(stream_id)

@@ -45,6 +45,7 @@ from chatledger.store.events import (
 )
 from chatledger.store.handle import Store
 from chatledger.store.messages import RESULT_ID_PREFIX
+from chatledger.store.tools.compare import as_recorded
 from chatledger.store.writer import Draft, Writer
 
 __all__ = [
@@ -114,6 +115,7 @@ class CallState:
     idempotent: bool
     message_id: str | None = None
     version: int = 0
+    redacted: bool = False
     status: str = "requested"
     attempt: int = 0
     worker_id: str | None = None
@@ -164,6 +166,7 @@ def fold_call(state: CallState | None, event: Event) -> CallState | None:
             event.idempotent,
             event.message_id,
             version=event.version,
+            redacted=event.redacted,
         )
     if state is None:
         return None
@@ -259,13 +262,15 @@ def open_call(
         raise NotFoundError(f"conversation {conversation_id!r} does not exist")
     stream = call_stream_id(conversation_id, tool_call_id)
     w.create_stream(stream, conversation_id, "tool_call", status="requested")
-    payload = {
+    payload: dict[str, Any] = {
         "tool_call_id": tool_call_id,
         "name": name,
         "arguments": arguments,
         "message_id": message_id,
         "idempotent": idempotent,
     }
+    if as_recorded(w.store, tool_call_id, name, arguments) != arguments:
+        payload["redacted"] = True  # the log keeps no copy of the secret: only this requester can run it
     (event,) = w.append(stream, [Draft(ToolCallRequested, payload, key="requested")], status="requested")
     assert isinstance(event, ToolCallRequested)
     return event

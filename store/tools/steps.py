@@ -181,6 +181,11 @@ class StepMachine:
         if tool is None:
             known = ", ".join(self.registry.names()) or "none"
             return f"unknown tool {state.name!r} (available: {known})"
+        if arguments is None and state.redacted:
+            return (
+                f"the arguments of {state.name} held a secret, which the log keeps redacted: only the process "
+                "that received the call (an inline execute) can run it, and it is not run on the redacted values"
+            )
         try:
             return tool.parse_arguments(state.arguments if arguments is None else arguments)
         except ValidationError as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chatledger.store import Draft, ToolCallSucceeded, open_store
+from chatledger.store import Draft, Executor, ToolCallSucceeded, open_store
 from chatledger.store.backends.recorder import call_stream_id
 from chatledger.store.integrity.redaction import REDACTED, DefaultRedactor
 
@@ -113,3 +113,45 @@ def test_a_custom_redactor_plugs_in(tmp_path: Path) -> None:
     with open_store(f"sqlite:///{tmp_path / 'c.db'}", redactor=Upper()) as store:
         store.start_conversation("c1", messages=[{"role": "user", "content": "Weather in Rome?"}])
         assert store.messages("c1") == [{"role": "user", "content": "Weather in <city>?"}]
+
+
+def test_a_queued_call_whose_arguments_were_redacted_is_refused_by_workers_not_run_blind(tmp_path: Path) -> None:
+    """With a redactor on, a call whose arguments held a secret is recorded redacted. Inline it runs with
+    the model's arguments; a worker, which only has the recorded ones, never runs the tool with them: the
+    call fails, final, and the model is told why. A call without a secret runs on a worker as usual."""
+    runs: list[dict[str, Any]] = []
+
+    def connect(host: str, password: str) -> str:
+        """A tool that needs the secret."""
+        runs.append({"host": host, "password": password})
+        return f"connected to {host}"
+
+    secret = {"host": "db", "password": "hunter2-very-secret"}
+    plain = {"host": "db", "password": "public"}
+    with open_store(f"sqlite:///{tmp_path / 'c.db'}", redactor=True) as store:
+        store.start_conversation("c1", messages=[{"role": "user", "content": "connect"}])
+        executor = Executor(store, [connect])
+        queued = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "q1", "type": "function", "function": {"name": "connect", "arguments": json.dumps(secret)}},
+            ],
+        }
+        executor.submit("c1", queued)
+        outcome = Executor(store, [connect]).work_on("c1", "q1")
+        assert runs == [] and outcome is not None and outcome.is_error
+        assert "redacted" in outcome.content
+        assert store.messages("c1")[-1]["content"] == outcome.content
+        store.append("c1", [{"role": "user", "content": "again"}])
+        inline = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "i1", "type": "function", "function": {"name": "connect", "arguments": json.dumps(secret)}},
+                {"id": "p1", "type": "function", "function": {"name": "connect", "arguments": json.dumps(plain)}},
+            ],
+        }
+        results = executor.execute("c1", inline)
+        assert [r["content"] for r in results] == ["connected to db", "connected to db"]
+        assert runs == [secret, plain]
