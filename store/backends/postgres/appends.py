@@ -63,11 +63,13 @@ APPEND_ONE: LiteralString = (
     # The head moves only from the guessed version and hash; the position is drawn after the
     # transaction id (a CASE evaluates its condition first) and finishes the hash, which the head
     # keeps and the event stores: chain.with_position in SQL. A stale guess updates no row and
-    # inserts nothing; a stored key fails the statement on the unique index.
+    # inserts nothing, as does an erasure since the guess (it marks the head); a stored key fails the
+    # statement on the unique index.
     "WITH head AS (UPDATE streams SET version = %(version)s, updated_at = %(at)s, head_hash = "
     "CASE WHEN pg_current_xact_id() IS NOT NULL THEN encode(sha256(convert_to("
     "%(inner)s || chr(30) || 'p:' || nextval(%(sequence)s)::text, 'UTF8')), 'hex') END "
     "WHERE stream_id = %(stream)s AND version = %(guess_version)s AND head_hash = %(guess_hash)s "
+    "AND status IS DISTINCT FROM 'erased' "
     "RETURNING conversation_id, tenant, head_hash, currval(%(sequence)s) AS position) "
     "INSERT INTO events (position, stream_id, version, conversation_id, tenant, event_id, type, "
     "schema_version, key, recorded_at, payload, hash) "

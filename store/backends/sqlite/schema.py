@@ -89,6 +89,9 @@ CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'chatledger events are append-only: an event is never updated'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'chatledger events are append-only: an event is never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS events_not_erased BEFORE INSERT ON events
+WHEN (SELECT status FROM streams WHERE sid = NEW.sid) = 'erased'
+BEGIN SELECT RAISE(ABORT, 'chatledger: the conversation was erased'); END;
 CREATE TRIGGER IF NOT EXISTS streams_no_delete BEFORE DELETE ON streams
 BEGIN SELECT RAISE(ABORT, 'chatledger streams are never deleted'); END;
 CREATE TRIGGER IF NOT EXISTS streams_fixed BEFORE UPDATE OF sid, stream_id, conversation_id, tenant, kind, created_at,
@@ -145,7 +148,7 @@ def migrate_v2(conn: sqlite3.Connection) -> None:
     Its conversations keep no record of their streams (the column is NULL: ``verify`` counts them).
     """
     conn.execute("ALTER TABLE streams ADD COLUMN substreams TEXT")
-    conn.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
+    create_schema(conn)  # what layout 3 adds besides (the erased-conversation trigger)
 
 
 def hex_sql(column: str) -> str:

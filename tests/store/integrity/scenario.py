@@ -21,8 +21,8 @@ from chatledger.store import Draft, ModelResponseRecorded, Store
 from chatledger.store.backends.recorder import side_stream_id
 
 SIDE = side_stream_id("c1", "responses")
-TRIGGERS = ("events_no_update", "events_no_delete", "streams_no_delete", "streams_fixed")
-"""The SQLite file's append-only triggers (:func:`unguarded` drops every trigger the file has)."""
+TRIGGERS = ("events_no_update", "events_no_delete", "events_not_erased", "streams_no_delete", "streams_fixed")
+"""The SQLite file's triggers: append-only, and no event into an erased conversation (:func:`unguarded` drops them)."""
 
 _SIDE_WHERE = "conversation_id = 'c1' AND stream_id <> 'c1'"
 _C1 = "sid = (SELECT sid FROM streams WHERE stream_id = 'c1')"
