@@ -4,7 +4,6 @@ its remembered head (the one-statement append's guess) and its cached data key d
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -15,20 +14,11 @@ from chatledger.store.integrity.crypto import erase
 KEY = os.urandom(32)
 
 
-def _url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'chat.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_an_append_after_another_process_erased_the_conversation_is_refused(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_an_append_after_another_process_erased_the_conversation_is_refused(store_url: str, backend: str) -> None:
     """Store B appends (remembering the head and the data key), store A erases, B's next lone append and
     batch append get ErasedError and the log does not change."""
-    url = _url(backend, tmp_path, request)
-    with open_store(url, encryption=KEY) as a, open_store(url, encryption=KEY) as b:
+    with open_store(store_url, encryption=KEY) as a, open_store(store_url, encryption=KEY) as b:
         a.start_conversation("c1", messages=[{"role": "user", "content": "hello"}])
         b.append("c1", [{"role": "user", "content": "one"}])
         b.append("c1", [{"role": "user", "content": "two"}])

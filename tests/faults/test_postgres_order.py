@@ -39,7 +39,8 @@ def order_writer(url: str, worker: int, started: Any) -> None:
 
 def test_a_highest_position_reader_misses_nothing_while_writers_race_and_one_is_killed(postgres_url: str) -> None:
     """Four writer processes, one SIGKILLed mid-way: a reader asking only for what comes after the
-    highest position it has seen reads every stored event exactly once, positions strictly increasing."""
+    highest position it has seen reads every stored event exactly once, positions strictly increasing,
+    and every event's hash covers the position it holds."""
     reader = open_store(postgres_url, read_wait=5)
     ctx = mp.get_context("spawn")
     started = [ctx.Event() for _ in range(WRITERS)]
@@ -70,4 +71,7 @@ def test_a_highest_position_reader_misses_nothing_while_writers_race_and_one_is_
     assert seen == sorted(set(seen)), "a position was read lower than one already read, or twice"
     assert ids == [e.event_id for e in final], f"the reader missed {len(final) - len(ids)} events"
     assert len(final) >= (WRITERS - 1) * (EACH + 1)
+    # Every hash covers its position, including those finished in SQL by racing one-statement appends.
+    report = reader.verify()
+    assert report.ok and report.unpositioned == 0, [p.describe() for p in report.problems[:3]]
     reader.close()

@@ -28,7 +28,8 @@ def _appender(url: str, shared: str, worker: int, count: int) -> None:
 
 
 def test_processes_appending_to_one_file(tmp_path: Path) -> None:
-    """Four processes append to their own and to one shared conversation; every message is stored once."""
+    """Four processes append to their own and to one shared conversation; every message is stored once,
+    positions run without a gap, and the log verifies."""
     url = f"sqlite:///{tmp_path / 'multi.db'}"
     store = open_store(url)
     shared = store.start_conversation("shared")
@@ -45,6 +46,11 @@ def test_processes_appending_to_one_file(tmp_path: Path) -> None:
         assert [m["content"] for m in store.history(f"own-{w}")] == [f"{w}:{i}" for i in range(40)]
     positions = [e.position for e in store.read_all()]
     assert positions == sorted(positions) and len(set(positions)) == 1 + 4 + 4 * 40 * 2
+    # Guessed positions that another process had taken were refused, never skipped or reused: the
+    # positions run without a gap and every hash covers its own.
+    assert positions == list(range(1, len(positions) + 1))
+    report = store.verify()
+    assert report.ok and report.unpositioned == 0, [p.describe() for p in report.problems[:3]]
     store.close()
 
 
