@@ -17,10 +17,9 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, get_args
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pydantic.fields import FieldInfo
-
+from chatledger.store.appended import SPECS, built, read_back, spec_of
 from chatledger.store.backends.recorder import CALL_SEPARATOR, NewRecord, Record, StreamHead, WriteTransaction
 from chatledger.store.errors import (
     ConcurrencyError,
@@ -304,7 +303,7 @@ class Writer:
         encode = store._encode_payload
         specs, stored, encoded, keys = [], [], [], []
         for draft in drafts:
-            spec = _SPECS.get(draft.cls) or _spec(draft.cls)
+            spec = SPECS.get(draft.cls) or spec_of(draft.cls)
             payload, field = draft.payload, spec.key_field
             if field is not None and field in payload and payload[field] in (draft.key, None):
                 payload = {k: v for k, v in payload.items() if k != field}  # the key column holds it
@@ -373,11 +372,11 @@ class Writer:
                 "recorded_at": at,
                 "tenant": tenant,
             }
-            _read_back(values, stored[i] if as_given else None, text)
+            read_back(values, stored[i] if as_given else None, text)
             field = spec.key_field
             if field is not None and field not in values:
                 values[field] = key if key is not None else event_id
-            events.append(_built(drafts[i].cls, spec, values))
+            events.append(built(drafts[i].cls, spec, values))
         positions = self._tx.insert(new_records)
         if reserved is None:
             prev = with_position(prev, positions[-1])
@@ -399,7 +398,7 @@ class Writer:
         )
         for event, position in zip(events, positions, strict=True):
             # A frozen event learns its position in place: model_copy(update=...) cost ~2 µs per
-            # event, ~8% of an append (checked by the equality test named in _built).
+            # event, ~8% of an append (checked by the equality test named in appended.built).
             event.__dict__["position"] = position
         self._tx.update_head(moved)
         self._heads[stream_id] = moved
@@ -459,125 +458,12 @@ class Writer:
         return found
 
 
-_FLAT = frozenset({str, int, float, bool, type(None)})
-
-
-def _read_back(into: dict[str, Any], payload: dict[str, Any] | None, text: str) -> None:
-    """Add to ``into`` what reading the stored ``text`` back gives: fresh values equal to ``json.loads(text)``'s.
-
-    When ``payload`` (the dict ``text`` was made from, None when it was changed on the
-    way in) holds only strings, numbers, booleans and nulls, at most one dict deep (most
-    chat messages), copying its dicts gives the same and costs half of parsing.
-    Floats qualify because the encoder refuses NaN and infinities and ``repr`` round-trips.
-    """
-    if payload is not None:
-        out = {}
-        for name, value in payload.items():
-            kind = type(value)
-            if type(name) is not str:
-                break
-            if kind is dict:
-                for k, v in value.items():
-                    if type(k) is not str or type(v) not in _FLAT:
-                        break
-                else:
-                    out[name] = value.copy()
-                    continue
-                break
-            if kind not in _FLAT:
-                break
-            out[name] = value
-        else:
-            into.update(out)
-            return
-    into.update(json.loads(text))
-
-
 def _without_key(cls: type[Event], payload: Any, record: Record) -> Any:
     """A stored payload in today's stored form (older versions kept the key field in it too)."""
     field = cls.KEY_FIELD
     if field is not None and isinstance(payload, dict) and payload.get(field) in (record.key, record.event_id):
         return {k: v for k, v in payload.items() if k != field}
     return payload
-
-
-class _Spec(NamedTuple):
-    """What appending and building an event of one class needs to know of it (computed once).
-
-    Class attributes of a pydantic model cost several dictionary lookups each (its
-    metaclass, a deep MRO): an append reads them from here instead.
-    """
-
-    type_name: str
-    schema_version: int
-    key_field: str | None
-    names: frozenset[str]
-    defaults: tuple[tuple[str, Any], ...]
-    """(name, default) of optional fields: the value itself when immutable, else its FieldInfo."""
-    datetimes: tuple[str, ...]
-
-
-_SPECS: dict[type[Event], _Spec] = {}
-_set = object.__setattr__
-_new_object = object.__new__
-
-
-def _spec(cls: type[Event]) -> _Spec:
-    spec = _SPECS.get(cls)
-    if spec is None:
-        fields = cls.model_fields
-        spec = _SPECS[cls] = _Spec(
-            cls.TYPE,
-            cls.SCHEMA_VERSION,
-            cls.KEY_FIELD,
-            frozenset(fields),
-            tuple((name, _default(f)) for name, f in fields.items() if not f.is_required()),
-            tuple(
-                name
-                for name, f in fields.items()
-                if name != "recorded_at" and (f.annotation is datetime or datetime in get_args(f.annotation))
-            ),
-        )
-    return spec
-
-
-def _default(f: FieldInfo) -> Any:
-    """A field's default when it can be shared between events (None, a number, a string), else the field."""
-    if f.default_factory is None and type(f.default) in _FLAT:
-        return f.default
-    return f
-
-
-def _built(cls: type[Event], spec: _Spec, values: dict[str, Any]) -> Event:
-    """The event just written, built without validating again what was validated and stored.
-
-    ``values`` is the envelope followed by the payload. The payload went through the
-    event's own checks and JSON on the way in; only
-    datetime fields need turning back from their ISO text. A payload that lacks a
-    required field or has an unknown one (an adapter's own event type, say) takes
-    the validating path instead. Building sets what ``model_construct`` sets, minus
-    its per-call walk over the fields: ``model_construct`` cost ~5 µs more per event,
-    about a fifth of a single-message append at ``synchronous=NORMAL`` (bench/append.py).
-    tests/store/conformance/test_log.py checks that such an event equals, dumps and stays
-    frozen like the one read back.
-    """
-    given = len(values)
-    for name, default in spec.defaults:
-        if name not in values:
-            values[name] = default.get_default(call_default_factory=True) if type(default) is FieldInfo else default
-    if values.keys() != spec.names:
-        return cls.model_validate(dict(list(values.items())[:given]))
-    if spec.datetimes:
-        for name in spec.datetimes:
-            value = values[name]
-            if isinstance(value, str):
-                values[name] = datetime.fromisoformat(value)
-    event = _new_object(cls)  # what pydantic does (models define no __new__), without the class lookup
-    _set(event, "__dict__", values)
-    _set(event, "__pydantic_fields_set__", set(values))
-    _set(event, "__pydantic_extra__", None)
-    _set(event, "__pydantic_private__", None)
-    return event
 
 
 ENCRYPTED = "encrypted"
