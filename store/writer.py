@@ -26,6 +26,7 @@ from chatledger.store.errors import (
     ConflictError,
     EncryptedPayloadError,
     ErasedError,
+    IntegrityError,
     NotFoundError,
     ValidationError,
 )
@@ -35,6 +36,7 @@ from chatledger.store.integrity.chain import (
     NO_SUBSTREAMS,
     chain_hash,
     inner_hash,
+    is_record,
     with_position,
     with_substream,
 )
@@ -228,6 +230,11 @@ class Writer:
                 raise NotFoundError(f"conversation {conversation_id!r} does not exist")
             _check_sealed(owner, encrypts)
             if owner.substreams is not None:
+                if not is_record(owner.substreams):
+                    raise IntegrityError(
+                        f"conversation {conversation_id!r}: the record its head keeps of its streams was edited "
+                        "(it is not a record): run verify; no stream is added to it"
+                    )
                 # The conversation's head records the streams that belong to it: one deleted whole shows.
                 mark = with_substream(owner.substreams, stream_id, self._store.signing_key)
                 owner = owner._replace(substreams=mark)

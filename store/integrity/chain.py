@@ -39,6 +39,7 @@ __all__ = [
     "chain_hash",
     "event_hash",
     "inner_hash",
+    "is_record",
     "substream_mark",
     "with_position",
     "with_substream",
@@ -154,6 +155,14 @@ def substream_mark(stream_id: str, signing_key: bytes | None) -> str:
     if signing_key is not None:
         return hmac.new(signing_key, data, hashlib.sha256).hexdigest()
     return hashlib.sha256(data).hexdigest()
+
+
+def is_record(text: object) -> bool:
+    """Whether ``text`` has the form of a conversation's record of its streams (64 lowercase hex digits)."""
+    return isinstance(text, str) and len(text) == 64 and all(c in _HEX for c in text)
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def with_substream(record: str, stream_id: str, signing_key: bytes | None) -> str:

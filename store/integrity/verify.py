@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatledger.store.backends.recorder import CALL_SEPARATOR, Record, StreamHead
 from chatledger.store.errors import IntegrityError
+from chatledger.store.integrity.chain import is_record
 from chatledger.store.integrity.check import ChainProblem, check_stream, is_legacy
 from chatledger.store.integrity.substreams import difference, named_missing, record_of
 
@@ -239,7 +240,10 @@ def verify(
     report.untracked = sum(1 for h in _conversation_heads(store, conversation_id) if h.substreams is None)
     for owner, head in owners.items():
         found_record = record_of(owned.get(owner, ()), store.signing_key)
-        if found_record != head.substreams:
+        if not is_record(head.substreams):
+            detail = "the record its head keeps of its tool-call and side streams is not a record: it was edited"
+            report.problems.append(ChainProblem(owner, owner, head.version, None, "changed", detail))
+        elif found_record != head.substreams:
             unrecorded = _unrecorded(store, head, difference(str(head.substreams), found_record))
             named = (unrecorded.stream_id, unrecorded.kind, unrecorded.version)
             if named not in {(p.stream_id, p.kind, p.version) for p in report.problems}:  # a kept head named it

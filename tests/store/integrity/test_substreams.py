@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from chatledger.store import Executor, open_store
+from chatledger.store import Executor, IntegrityError, open_store
 from chatledger.store.backends.recorder import call_stream_id
 from chatledger.store.integrity.substreams import record_of
 from chatledger.store.integrity.verify import verify
@@ -82,3 +82,30 @@ def test_a_record_recomputed_without_the_signing_key_still_names_the_conversatio
             )
         problems = [(p.stream_id, p.kind) for p in verify(store).problems if p.conversation_id]
         assert problems == [("c1", "removed")]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("record", ["not a record", "", "0" * 65, "-" + "1" * 63])
+def test_an_edited_record_that_is_not_one_is_named_and_refuses_new_streams(
+    store_url: str, backend: str, record: str
+) -> None:
+    """A conversation's record of its streams overwritten with text that is not a record: verify names the
+    conversation (it does not raise), and creating a stream in it is a typed IntegrityError, nothing written."""
+    with open_store(store_url) as store:
+        store.start_conversation("c1", messages=[{"role": "user", "content": "go"}])
+        store.start_conversation("c2", messages=[{"role": "user", "content": "fine"}])
+        update = [f"UPDATE streams SET substreams = '{record}' WHERE stream_id = 'c1'"]
+        if backend == "sqlite":
+            tamper_sqlite(store_url.removeprefix("sqlite:///"), update)
+        else:
+            tamper_postgres(store_url, update)
+        assert [(p.stream_id, p.kind) for p in verify(store).problems] == [("c1", "changed")]
+        before = store.recorder.read_all()
+        with pytest.raises(IntegrityError, match="c1"):
+            Executor(store, {"echo": lambda n: f"echo {n}"}).execute(
+                "c1", {"role": "assistant", "content": None, "tool_calls": [_call(1)]}
+            )
+        assert store.recorder.read_all() == before
+        Executor(store, {"echo": lambda n: f"echo {n}"}).execute(
+            "c2", {"role": "assistant", "content": None, "tool_calls": [_call(1)]}
+        )
