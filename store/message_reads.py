@@ -10,7 +10,7 @@ versioned tails for history windows (``versioned_messages``, ``message_ends``).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from chatledger.store.backends.recorder import Recorder, StreamHead
 from chatledger.store.errors import InvalidHistoryError, PendingToolCallsError
@@ -18,9 +18,26 @@ from chatledger.store.events import MessageAppended
 from chatledger.store.messages import pending_tool_calls
 from chatledger.store.payloads import PayloadCodec, PlainCodec
 from chatledger.store.validity import provider_violations
-from chatledger.store.writer import check_count
+from chatledger.store.writer import ERASED, check_count
 
-__all__ = ["MessageReads"]
+__all__ = ["MessageReads", "MessageTail"]
+
+Entry = tuple[dict[str, Any], dict[str, Any] | None]
+
+
+class MessageTail(NamedTuple):
+    """What :meth:`MessageReads.message_tail` read: the head it read at, and the entries after ``after``."""
+
+    version: int
+    """The conversation's version when it was read: every message up to it is in the read."""
+    created_at: str
+    """When the conversation was started (a conversation started again under the same id differs)."""
+    erased: bool
+    """The conversation is marked erased: ``entries`` were read whole (``after`` ignored), as
+    :meth:`MessageReads.message_entries` reads them, and must not be kept."""
+    entries: list[Entry]
+    versions: list[int]
+    """The version of each entry (a reader that kept more than ``after`` in the meantime skips the overlap)."""
 
 
 class MessageReads:
@@ -48,21 +65,49 @@ class MessageReads:
         decode = self.codec.decode
         return [loads(decode(conversation_id, p))["message"] for p in payloads]
 
-    def message_entries(
-        self, conversation_id: str, as_of: int | None = None
-    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    def message_entries(self, conversation_id: str, as_of: int | None = None) -> list[Entry]:
         """``(message, meta)`` of each message up to version ``as_of``, as appended.
 
         ``meta`` is the adapter's metadata (never sent to a model). One payload read, no
         event objects: what an adapter's model view is built from on every request.
         """
         self._head(conversation_id)
-        payloads = self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of)
+        return self._entries(conversation_id, self.recorder.read_payloads(conversation_id, MessageAppended.TYPE, as_of))
+
+    def message_tail(self, conversation_id: str, after: int = 0) -> MessageTail:
+        """The conversation's head version and the ``(message, meta)`` of its messages after version ``after``.
+
+        For a reader that keeps the messages it read (the log is append-only: messages up to a
+        version it read never change) and reads only what came after on its next request.
+        The entries are the messages with ``after < version <= MessageTail.version``, decoded as
+        :meth:`message_entries` decodes them (a store without the key gets the same error).
+
+        An erased conversation is read whole, with this handle's cached data key dropped first
+        (an erasure in another process stops this read at once, not when the key's cache
+        expires), and flagged ``erased``: the caller drops what it kept.
+
+        Raises:
+            NotFoundError: no such conversation for this tenant.
+            ErasedError: the conversation was erased (its payloads are encrypted and the key is gone).
+        """
+        check_count(after, "after")
+        head = self._head(conversation_id)
+        erased = head.status == ERASED
+        if erased:
+            forget = getattr(self.codec, "forget", None)
+            if forget is not None:
+                forget(conversation_id)
+            after = 0
+        rows = self.recorder.read_versioned_payloads(conversation_id, MessageAppended.TYPE, after, head.version)
+        entries = self._entries(conversation_id, [payload for _, payload in rows])
+        return MessageTail(head.version, head.created_at, erased, entries, [version for version, _ in rows])
+
+    def _entries(self, conversation_id: str, payloads: list[str]) -> list[Entry]:
         loads = json.loads
         if not isinstance(self.codec, PlainCodec) or (payloads and not payloads[0].startswith("{")):
             decode = self.codec.decode
             payloads = [decode(conversation_id, p) for p in payloads]
-        entries = []
+        entries: list[Entry] = []
         for text in payloads:
             payload = loads(text)
             entries.append((payload["message"], payload.get("meta")))

@@ -70,7 +70,7 @@ from chatledger.adapters.agentchat.window import WindowOptions, window_view
 from chatledger.store.tools.ledger import tool_result_message_id
 from chatledger.store.validity import check_provider_valid
 
-__all__ = ["LedgerModelContext", "PrefixSource", "Record", "model_view", "to_records"]
+__all__ = ["LedgerModelContext", "PrefixSource", "Record", "ViewFold", "model_fold", "model_view", "to_records"]
 
 Record = tuple[str, dict[str, Any], dict[str, Any]]
 """One stored message: ``(message_id, OpenAI message, meta)``."""
@@ -143,68 +143,107 @@ def model_view(stored: Sequence[tuple[dict[str, Any], Mapping[str, Any] | None]]
     Raises:
         InvalidHistoryError: the stored messages break the provider rule (the position is named).
     """
+    return model_fold(stored, agent).finish()
+
+
+def model_fold(stored: Sequence[tuple[dict[str, Any], Mapping[str, Any] | None]], agent: str) -> ViewFold:
+    """:func:`model_view`'s fold over ``stored``, to be finished or kept and resumed.
+
+    Raises:
+        InvalidHistoryError: the stored messages break the provider rule (the position is named).
+    """
     check_provider_valid([message for message, _ in stored], "the stored history before this request")
-    out: list[LLMMessage] = []
-    own_calls: dict[str, str] = {}
-    results: list[FunctionExecutionResult] = []
-    thought: str | None = None
+    fold = ViewFold(agent)
+    fold.feed(stored)
+    return fold
 
-    def flush_results() -> None:
-        nonlocal results
-        if results:
-            out.append(FunctionExecutionResultMessage(content=results))
-            results = []
 
-    for message, meta in stored:
-        meta = meta or {}
-        llm = meta.get("llm", True)
-        if llm is False:
-            continue
-        role = message.get("role")
-        name = message.get("name") or meta.get("source")
-        if role != "tool":
-            flush_results()
-        if llm == "thought":
-            if name == agent:
-                thought = _text(message.get("content"))
-            continue
-        if role in ("system", "developer"):
-            out.append(SystemMessage(content=_text(message.get("content"))))
-        elif role == "user":
-            out.append(UserMessage(content=_text(message.get("content")), source=str(name or "user")))
-        elif role == "assistant":
-            mine = name in (None, agent)
-            calls = message.get("tool_calls") or []
-            if calls:
-                if not mine:
-                    continue
-                fcs = [
-                    FunctionCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
-                    for c in calls
-                ]
-                own_calls.update({fc.id: fc.name for fc in fcs})
-                out.append(AssistantMessage(content=fcs, thought=thought, source=agent))
-                thought = None
-            elif mine and meta.get("autogen_type") in _OWN_ECHOES:
+class ViewFold:
+    """:func:`model_view` as a fold over the stored messages, resumable where a valid history ends.
+
+    At the end of a provider-valid history no tool call is open, so the next valid message is
+    not a tool result: the fold's state there (the view, the agent's own call ids, a pending
+    thought) is all a later fold needs to go on with the messages appended after it. The
+    history cache (:mod:`chatledger.adapters.agentchat.history`) keeps that state per agent.
+    ``out`` and ``own_calls`` passed in are copied, never changed.
+    """
+
+    def __init__(
+        self,
+        agent: str,
+        out: Sequence[LLMMessage] = (),
+        own_calls: Mapping[str, str] | None = None,
+        thought: str | None = None,
+    ) -> None:
+        self.agent = agent
+        self.out: list[LLMMessage] = list(out)
+        self.own_calls: dict[str, str] = dict(own_calls or {})
+        self.thought = thought
+        self._results: list[FunctionExecutionResult] = []
+
+    def _flush_results(self) -> None:
+        if self._results:
+            self.out.append(FunctionExecutionResultMessage(content=self._results))
+            self._results = []
+
+    def finish(self) -> list[LLMMessage]:
+        """The view so far (pending tool results closed into their message)."""
+        self._flush_results()
+        return self.out
+
+    def feed(self, stored: Sequence[tuple[dict[str, Any], Mapping[str, Any] | None]]) -> None:
+        """Fold in more stored ``(message, meta)`` pairs (already checked against the provider rule)."""
+        agent, out, own_calls = self.agent, self.out, self.own_calls
+        for message, meta in stored:
+            meta = meta or {}
+            llm = meta.get("llm", True)
+            if llm is False:
                 continue
-            elif mine:
-                out.append(AssistantMessage(content=_text(message.get("content")), thought=thought, source=agent))
-                thought = None
-            else:
-                out.append(UserMessage(content=_text(message.get("content")), source=str(name)))
-        elif role == "tool":
-            call_id = str(message.get("tool_call_id"))
-            if call_id in own_calls:
-                results.append(
-                    FunctionExecutionResult(
-                        content=_text(message.get("content")),
-                        name=str(meta.get("tool_name") or own_calls[call_id]),
-                        call_id=call_id,
-                        is_error=bool(meta.get("is_error", False)),
+            role = message.get("role")
+            name = message.get("name") or meta.get("source")
+            if role != "tool":
+                self._flush_results()
+            if llm == "thought":
+                if name == agent:
+                    self.thought = _text(message.get("content"))
+                continue
+            if role in ("system", "developer"):
+                out.append(SystemMessage(content=_text(message.get("content"))))
+            elif role == "user":
+                out.append(UserMessage(content=_text(message.get("content")), source=str(name or "user")))
+            elif role == "assistant":
+                mine = name in (None, agent)
+                calls = message.get("tool_calls") or []
+                if calls:
+                    if not mine:
+                        continue
+                    fcs = [
+                        FunctionCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
+                        for c in calls
+                    ]
+                    own_calls.update({fc.id: fc.name for fc in fcs})
+                    out.append(AssistantMessage(content=fcs, thought=self.thought, source=agent))
+                    self.thought = None
+                elif mine and meta.get("autogen_type") in _OWN_ECHOES:
+                    continue
+                elif mine:
+                    out.append(
+                        AssistantMessage(content=_text(message.get("content")), thought=self.thought, source=agent)
                     )
-                )
-    flush_results()
-    return out
+                    self.thought = None
+                else:
+                    out.append(UserMessage(content=_text(message.get("content")), source=str(name)))
+            elif role == "tool":
+                call_id = str(message.get("tool_call_id"))
+                if call_id in own_calls:
+                    self._results.append(
+                        FunctionExecutionResult(
+                            content=_text(message.get("content")),
+                            name=str(meta.get("tool_name") or own_calls[call_id]),
+                            call_id=call_id,
+                            is_error=bool(meta.get("is_error", False)),
+                        )
+                    )
 
 
 class PrefixSource(Protocol):

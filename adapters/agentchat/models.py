@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -57,27 +58,29 @@ def _tool_schema(tool: Tool | ToolSchema) -> Any:
     return dict(tool.schema) if isinstance(tool, Tool) else dict(tool)
 
 
-_DUMPS: dict[int, tuple[LLMMessage, Any]] = {}
-_DUMPS_MAX = 50_000
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
-def _dumped(message: LLMMessage) -> Any:
-    """``message.model_dump(mode="json")``, computed once per message object.
+_TEXTS: dict[int, tuple[weakref.ref[LLMMessage], str]] = {}
 
-    A request sends its stored history (the same message objects, read once per request)
-    with every model call; dumping 5,000 of them for each call's key cost more than the rest
-    of the call. Keyed by identity, holding the object so its id is not reused; LLM messages
-    are not changed after they are built.
+
+def _text(message: LLMMessage) -> str:
+    """``message.model_dump(mode="json")`` as key JSON, computed once per message object.
+
+    A request sends its stored history (the same message objects, kept by the history cache
+    across requests) with every model call; dumping and encoding 5,000 of them for each
+    call's key cost more than the rest of the call. Keyed by identity while the object
+    lives (a weak reference drops the text with it); LLM messages are not changed after
+    they are built.
     """
     key = id(message)
-    hit = _DUMPS.get(key)
-    if hit is not None and hit[0] is message:
+    hit = _TEXTS.get(key)
+    if hit is not None and hit[0]() is message:
         return hit[1]
-    dumped = message.model_dump(mode="json")
-    if len(_DUMPS) >= _DUMPS_MAX:
-        _DUMPS.clear()
-    _DUMPS[key] = (message, dumped)
-    return dumped
+    text = _dumps(message.model_dump(mode="json"))
+    _TEXTS[key] = (weakref.ref(message, lambda _, key=key: _TEXTS.pop(key, None)), text)  # type: ignore[misc]
+    return text
 
 
 def request_key(
@@ -87,19 +90,33 @@ def request_key(
     json_output: bool | type[BaseModel] | None = None,
     extra_create_args: Mapping[str, Any] | None = None,
 ) -> str:
-    """The key of one model call: a SHA-256 of who asks, what it sends and with which tools."""
+    """The key of one model call: a SHA-256 of who asks, what it sends and with which tools.
+
+    The hashed text is ``json.dumps`` of ``{"agent", "messages", "tools", "json_output",
+    "extra"}`` (sorted keys, compact, unicode kept), built from each message's own text (cached
+    per message object) joined in the order ``json.dumps`` writes: the same bytes, so keys
+    recorded before stay valid (``tests/adapters/agentchat/test_request_key.py`` pins it).
+    """
     if isinstance(json_output, type):
         output: Any = json_output.__name__
     else:
         output = json_output
-    body = {
-        "agent": agent,
-        "messages": [_dumped(m) for m in messages],
-        "tools": [_tool_schema(t) for t in tools],
-        "json_output": output,
-        "extra": dict(extra_create_args or {}),
-    }
-    text = json.dumps(body, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    get = _TEXTS.get
+    text = "".join(
+        (
+            '{"agent":',
+            _dumps(agent),
+            ',"extra":',
+            _dumps(dict(extra_create_args or {})),
+            ',"json_output":',
+            _dumps(output),
+            ',"messages":[',
+            ",".join([hit[1] if (hit := get(id(m))) is not None and hit[0]() is m else _text(m) for m in messages]),
+            '],"tools":',
+            _dumps([_tool_schema(t) for t in tools]),
+            "}",
+        )
+    )
     return "llm:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -34,6 +34,7 @@ from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelCli
 from autogen_core.models import LLMMessage
 
 from chatledger.adapters.agentchat.context import Record, model_view, to_records
+from chatledger.adapters.agentchat.history import HISTORY_CACHE, Snapshot
 from chatledger.store import ConflictError, MessageAppended, NotFoundError, ReplayDivergence, Store, ValidationError
 from chatledger.store.responses import record_response, recorded_responses
 from chatledger.store.turns import DEFAULT_LEASE_SECONDS, DEFAULT_WAIT_SECONDS, Turn, TurnGate
@@ -101,6 +102,7 @@ class Session:
         self._slots: dict[str, dict[str, Any]] | None = None
         self._prefix: list[tuple[dict[str, Any], Mapping[str, Any] | None]] | None = None
         self._views: dict[str, list[LLMMessage]] = {}
+        self._snapshot: Snapshot | None = None
         self._recorded: list[MessageAppended] | None = None
         if not replay:
             try:
@@ -248,21 +250,25 @@ class Session:
         return self._recorded
 
     def prefix(self) -> list[tuple[dict[str, Any], Mapping[str, Any] | None]]:
-        """The stored ``(message, meta)`` pairs before this request's first stored message."""
+        """The stored ``(message, meta)`` pairs before this request's first stored message.
+
+        Read through the process's history cache (:mod:`chatledger.adapters.agentchat.history`):
+        a conversation this process read before costs the messages appended since.
+        """
         if self._prefix is not None:
             return self._prefix
-        entries: list[tuple[dict[str, Any], Mapping[str, Any] | None]]
+        out: list[tuple[dict[str, Any], Mapping[str, Any] | None]]
         if self.replay:
-            entries = [(event.message, event.meta) for event in self._messages()]
+            out = []
+            started = False
+            for event in self._messages():
+                if (event.meta or {}).get("request") == self.request_id:
+                    started = True
+                    break
+                out.append((event.message, event.meta))
         else:
-            entries = list(self.store.message_entries(self.conversation_id))
-        out: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = []
-        started = False
-        for message, meta in entries:
-            if (meta or {}).get("request") == self.request_id:
-                started = True
-                break
-            out.append((message, meta))
+            self._snapshot = HISTORY_CACHE.read(self.store, self.conversation_id)
+            out, started = self._snapshot.prefix(self.request_id)
         if started:
             self._prefix = out
         return out
@@ -271,7 +277,9 @@ class Session:
         """The history before this request from ``agent``'s point of view (read once per request)."""
         view = self._views.get(agent)
         if view is None:
-            view = model_view(self.prefix(), agent)
+            prefix = self.prefix()
+            snapshot = self._snapshot
+            view = model_view(prefix, agent) if snapshot is None else snapshot.view(agent, len(prefix))
             if self._prefix is not None:
                 self._views[agent] = view
         return list(view)
