@@ -52,7 +52,7 @@ __all__ = ["DEFAULT_MAX_MESSAGES", "HISTORY_CACHE", "HistoryCache", "Snapshot"]
 DEFAULT_MAX_MESSAGES = 100_000
 """Messages the process keeps at most (about 1-2 KB each for short chat messages)."""
 
-Entry = tuple[dict[str, Any], Mapping[str, Any] | None]
+Entry = tuple[dict[str, Any], dict[str, Any] | None]
 
 
 @dataclass(frozen=True)

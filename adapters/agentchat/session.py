@@ -25,7 +25,7 @@ id, so a retried or duplicated request is *the same* request). It
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -100,7 +100,7 @@ class Session:
         self._ids: dict[str, str] = {}
         self._pending: list[BaseAgentEvent | BaseChatMessage] = []
         self._slots: dict[str, dict[str, Any]] | None = None
-        self._prefix: list[tuple[dict[str, Any], Mapping[str, Any] | None]] | None = None
+        self._prefix: list[tuple[dict[str, Any], dict[str, Any] | None]] | None = None
         self._views: dict[str, list[LLMMessage]] = {}
         self._snapshot: Snapshot | None = None
         self._recorded: list[MessageAppended] | None = None
@@ -249,7 +249,7 @@ class Session:
             self._recorded = [e for e in events if isinstance(e, MessageAppended)]
         return self._recorded
 
-    def prefix(self) -> list[tuple[dict[str, Any], Mapping[str, Any] | None]]:
+    def prefix(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
         """The stored ``(message, meta)`` pairs before this request's first stored message.
 
         Read through the process's history cache (:mod:`chatledger.adapters.agentchat.history`):
@@ -257,7 +257,7 @@ class Session:
         """
         if self._prefix is not None:
             return self._prefix
-        out: list[tuple[dict[str, Any], Mapping[str, Any] | None]]
+        out: list[tuple[dict[str, Any], dict[str, Any] | None]]
         if self.replay:
             out = []
             started = False

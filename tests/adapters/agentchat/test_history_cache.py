@@ -76,7 +76,7 @@ def test_request_key_is_unchanged_for_varied_requests() -> None:
     call = FunctionCall(id="call-1", name="weather", arguments='{"city": "Zürich"}')
     history: list[LLMMessage] = [
         SystemMessage(content="Sei gentile. 日本語も話せます 🌍"),
-        UserMessage(content="Wie ist das Wetter in Zürich? \u2028 \"quoted\" \\ back", source="user"),
+        UserMessage(content='Wie ist das Wetter in Zürich? \u2028 "quoted" \\ back', source="user"),
         AssistantMessage(content=[call], thought="let me check", source="assistant"),
         FunctionExecutionResultMessage(
             content=[FunctionExecutionResult(content="sonnig ☀", name="weather", call_id="call-1", is_error=False)]
