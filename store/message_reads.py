@@ -38,6 +38,11 @@ class MessageTail(NamedTuple):
     entries: list[Entry]
     versions: list[int]
     """The version of each entry (a reader that kept more than ``after`` in the meantime skips the overlap)."""
+    head_hash: str
+    """The chain hash at ``version``: it covers every event up to it."""
+    anchor: str | None
+    """The chain hash of the event at version ``after`` as stored now (None when ``after`` is 0 or no event
+    is there): a reader that kept the hash it read at ``after`` knows the log still holds what it kept."""
 
 
 class MessageReads:
@@ -98,9 +103,15 @@ class MessageReads:
             if forget is not None:
                 forget(conversation_id)
             after = 0
+        anchor = None
+        if after > 0:
+            # A log rolled back (a restore, events deleted) and written again reuses versions: the hash differs.
+            at = self.recorder.read_stream(conversation_id, after - 1, 1)
+            anchor = at[0].hash if at and at[0].version == after else None
         rows = self.recorder.read_versioned_payloads(conversation_id, MessageAppended.TYPE, after, head.version)
         entries = self._entries(conversation_id, [payload for _, payload in rows])
-        return MessageTail(head.version, head.created_at, erased, entries, [version for version, _ in rows])
+        versions = [version for version, _ in rows]
+        return MessageTail(head.version, head.created_at, erased, entries, versions, head.head_hash, anchor)
 
     def _entries(self, conversation_id: str, payloads: list[str]) -> list[Entry]:
         loads = json.loads

@@ -19,8 +19,10 @@ What keeps it safe:
 * **Tenants and keys**: an entry belongs to one log (the store's recorder), one payload codec
   (so a handle without the master key never sees what a keyed handle decoded) and one
   tenant; a lookup checks all three by identity.
-* **A conversation started again** under the same id (a restored backup, a new database on
-  the same handle), or a head older than the cache: the entry is dropped and read afresh.
+* **A log rolled back under the process** (a restored backup, events deleted) and maybe
+  written again, or a conversation started again under the same id: each read checks that
+  the event at the version kept still has the chain hash read with it (the hash covers every
+  event before it); if not, the entry is dropped and the conversation read afresh.
 * **Memory**: least recently used conversations are dropped while the cache holds more than
   ``max_messages`` messages (stored entries plus view messages); the default is
   :data:`DEFAULT_MAX_MESSAGES`, set by ``CHATLEDGER_HISTORY_CACHE_MESSAGES`` (0 turns the
@@ -73,6 +75,8 @@ class _Conversation:
     codec: weakref.ref[Any]
     version: int
     created_at: str
+    head_hash: str = ""
+    """The chain hash at ``version`` when it was read: the log still holds what is kept while it is there."""
     entries: list[Entry] = field(default_factory=list)
     first_of: dict[str, int] = field(default_factory=dict)
     """The index of each request's first message (the request's cut)."""
@@ -175,6 +179,7 @@ class HistoryCache:
                     self._drop(key)  # a dead handle's id reused by a new one
                     conv = None
                 after = conv.version if conv is not None else 0
+                kept_hash = conv.head_hash if conv is not None else None
             tail = store.message_tail(conversation_id, after)
             with self._lock:
                 current = self._conversations.get(key)
@@ -187,8 +192,10 @@ class HistoryCache:
                         return Snapshot(None, None, None, tail.entries)
                     conv = _Conversation(weakref.ref(store.recorder), weakref.ref(store.codec), 0, tail.created_at)
                     self._conversations[key] = conv
-                elif current is not conv or tail.created_at != conv.created_at:
-                    if current is conv:  # the conversation was started again: what was kept is another one
+                elif current is not conv or tail.created_at != conv.created_at or tail.anchor != kept_hash:
+                    # Started again, or rolled back under this process (a restore, deleted events) and maybe
+                    # written again: the log no longer holds what was kept.
+                    if current is conv:
                         self._drop(key)
                     continue
                 if tail.version > conv.version:
@@ -196,6 +203,7 @@ class HistoryCache:
                     fresh = [e for v, e in zip(tail.versions, tail.entries, strict=True) if v > conv.version]
                     conv.extend(fresh)
                     conv.version = tail.version
+                    conv.head_hash = tail.head_hash
                     self._size += len(fresh)
                 self._conversations.move_to_end(key)
                 entries = conv.entries[:]

@@ -35,6 +35,7 @@ from chatledger.store import ConflictError, NotFoundError, Store, open_store
 from chatledger.store.errors import ChatledgerError, ErasedError, InvalidHistoryError
 from chatledger.store.handle import Store as _Store
 from chatledger.store.integrity.crypto import EncryptingCodec
+from tests.store.integrity.scenario import tamper_sqlite
 
 KEY = os.urandom(32)
 SECRET = "my card number is 4111 1111 1111 1111"
@@ -121,6 +122,25 @@ def test_reads_include_messages_other_processes_appended(tmp_path: Path) -> None
     assert started and entries == store.message_entries("c")[:5]
     assert cache.read(store, "c").prefix("none") == (store.message_entries("c"), False)
     assert cache.cached_messages() == 6
+    store.close()
+
+
+@pytest.mark.parametrize("grown", [False, True])
+def test_a_log_rolled_back_behind_the_cache_is_read_afresh(tmp_path: Path, grown: bool) -> None:
+    """The log is rolled back under a running process (a restore, or events deleted behind its back) and,
+    optionally, written again past the version the cache read: the next read is the log's, never the
+    kept messages the log no longer holds."""
+    path = tmp_path / "chat.db"
+    store = open_store(f"sqlite:///{path}")
+    _start(store, "c", 6)
+    cache = HistoryCache()
+    assert cache.read(store, "c").prefix("none") == (store.message_entries("c"), False)
+    tamper_sqlite(
+        str(path), ["DELETE FROM events WHERE version > 4 AND sid = (SELECT sid FROM streams WHERE stream_id = 'c')"]
+    )
+    if grown:
+        store.append("c", [{"role": "user", "content": f"rewritten {i}"} for i in range(5)])
+    assert cache.read(store, "c").prefix("none") == (store.message_entries("c"), False)
     store.close()
 
 
