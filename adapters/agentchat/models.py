@@ -95,7 +95,7 @@ def request_key(
     The hashed text is ``json.dumps`` of ``{"agent", "messages", "tools", "json_output",
     "extra"}`` (sorted keys, compact, unicode kept), built from each message's own text (cached
     per message object) joined in the order ``json.dumps`` writes: the same bytes, so keys
-    recorded before stay valid (``tests/adapters/agentchat/test_request_key.py`` pins it).
+    recorded before stay valid (``tests/adapters/agentchat/test_history_cache.py`` pins it).
     """
     if isinstance(json_output, type):
         output: Any = json_output.__name__
