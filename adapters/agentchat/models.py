@@ -31,7 +31,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import operator
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -83,6 +85,12 @@ def _text(message: LLMMessage) -> str:
     return text
 
 
+_STATES: OrderedDict[tuple[str, int], tuple[tuple[LLMMessage, ...], hashlib._Hash]] = OrderedDict()
+"""Per head text (agent, extra, json_output) and first message (a conversation's, as the history cache
+keeps it): the last such call's messages and the SHA-256 state after them (least recent dropped)."""
+_STATES_MAX = 128
+
+
 def request_key(
     agent: str,
     messages: Sequence[LLMMessage],
@@ -96,28 +104,35 @@ def request_key(
     "extra"}`` (sorted keys, compact, unicode kept), built from each message's own text (cached
     per message object) joined in the order ``json.dumps`` writes: the same bytes, so keys
     recorded before stay valid (``tests/adapters/agentchat/test_history_cache.py`` pins it).
+
+    A call usually sends the messages of the call before it (the same objects: the history
+    cache keeps them across requests) and a few more, so the hash's state after the last
+    call's messages is kept (per head text and first message) and continued when they are
+    this call's first ones: the whole history is not hashed again on every call.
     """
     if isinstance(json_output, type):
         output: Any = json_output.__name__
     else:
         output = json_output
-    get = _TEXTS.get
-    text = "".join(
-        (
-            '{"agent":',
-            _dumps(agent),
-            ',"extra":',
-            _dumps(dict(extra_create_args or {})),
-            ',"json_output":',
-            _dumps(output),
-            ',"messages":[',
-            ",".join([hit[1] if (hit := get(id(m))) is not None and hit[0]() is m else _text(m) for m in messages]),
-            '],"tools":',
-            _dumps([_tool_schema(t) for t in tools]),
-            "}",
-        )
-    )
-    return "llm:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    head = "".join(('{"agent":', _dumps(agent), ',"extra":', _dumps(dict(extra_create_args or {})), ',"json_output":'))
+    head += _dumps(output) + ',"messages":['
+    slot = (head, id(messages[0]) if messages else 0)
+    kept = _STATES.get(slot)
+    done = 0
+    if kept is not None and len(kept[0]) <= len(messages) and all(map(operator.is_, kept[0], messages)):
+        state, done = kept[1].copy(), len(kept[0])
+    else:
+        state = hashlib.sha256(head.encode("utf-8"))
+    if done < len(messages):
+        get = _TEXTS.get
+        rest = [hit[1] if (hit := get(id(m))) is not None and hit[0]() is m else _text(m) for m in messages[done:]]
+        state.update((("," if done else "") + ",".join(rest)).encode("utf-8"))
+    _STATES[slot] = (tuple(messages), state.copy())
+    _STATES.move_to_end(slot)
+    if len(_STATES) > _STATES_MAX:
+        _STATES.popitem(last=False)
+    state.update(('],"tools":' + _dumps([_tool_schema(t) for t in tools]) + "}").encode("utf-8"))
+    return "llm:" + state.hexdigest()
 
 
 def answer_summary(result: CreateResult | Mapping[str, Any]) -> Any:

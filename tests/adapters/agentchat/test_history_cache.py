@@ -101,6 +101,29 @@ def test_request_key_is_unchanged_for_varied_requests() -> None:
         assert request_key(agent, messages, tools, json_output, extra) == expected  # texts from the cache
 
 
+def test_request_key_is_unchanged_as_a_history_grows_shrinks_and_changes() -> None:
+    """Keys of calls whose messages share a prefix with an earlier call's (the next call of a request, the
+    next request) equal the old function's: growing, shorter, with a message replaced by an equal or a
+    different one, for several agents and options at once."""
+    base: list[LLMMessage] = [UserMessage(content=f"message {i} ü", source="user") for i in range(50)]
+    calls: list[tuple[str, list[LLMMessage], Any]] = []
+    for agent in ("a", "b"):
+        for json_output in (None, True):
+            calls += [
+                (agent, base[:10], json_output),
+                (agent, base[:30], json_output),
+                (agent, base[:30], json_output),
+                (agent, base[:20], json_output),
+                (agent, [*base[:15], UserMessage(content="message 15 ü", source="user"), *base[16:40]], json_output),
+                (agent, [*base[:15], UserMessage(content="changed", source="user"), *base[16:40]], json_output),
+                (agent, base, json_output),
+                (agent, [], json_output),
+                (agent, base[:1], json_output),
+            ]
+    for agent, messages, json_output in calls:
+        assert request_key(agent, messages, [], json_output) == _old_request_key(agent, messages, [], json_output)
+
+
 def _start(store: Store, conv: str, n: int, text: str = "hello") -> None:
     store.start_conversation(conv, exist_ok=True)
     store.append(conv, [{"role": "user" if i % 2 == 0 else "assistant", "content": f"{text} {i}"} for i in range(n)])
