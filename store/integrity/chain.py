@@ -43,6 +43,7 @@ __all__ = [
     "substream_mark",
     "with_position",
     "with_substream",
+    "xor_records",
 ]
 
 GENESIS = "0" * 64
@@ -172,7 +173,12 @@ def with_substream(record: str, stream_id: str, signing_key: bytes | None) -> st
     Deleting a stream without changing the record, or changing the record without the key
     (it needs the deleted stream's mark), leaves it wrong.
     """
-    return f"{int(record, 16) ^ int(substream_mark(stream_id, signing_key), 16):064x}"
+    return xor_records(record, substream_mark(stream_id, signing_key))
+
+
+def xor_records(one: str, other: str) -> str:
+    """The XOR of two records (or marks): adds a mark to a record, or tells what separates two records."""
+    return f"{int(one, 16) ^ int(other, 16):064x}"
 
 
 def _fields(

@@ -138,8 +138,8 @@ def check_stream(
         head: its head row (None when the row is missing).
         records: its stored events in version order.
         signing_key: the HMAC key the chain was written with, if any.
-        unpositioned: when given, the number of checked events whose hash does not cover
-            their global position (hashed before chain rule 3) is appended to it.
+        unpositioned: when given and every event chains, the number of events whose hash
+            does not cover their global position (hashed before chain rule 3) is appended to it.
     """
     conv = head.conversation_id if head else (records[0].conversation_id if records else stream_id)
 
@@ -159,11 +159,7 @@ def check_stream(
         )
     prev = GENESIS
     last_position = below = 0
-    if unpositioned is not None:
-        unpositioned.append(0)
     for n, rec in enumerate(records, 1):
-        if unpositioned is not None:
-            unpositioned[-1] = below
         if rec.version > n:
             return problem(n, rec.position, "removed", f"version {n} is missing; the next stored is {rec.version}")
         if rec.version < n:
@@ -187,7 +183,7 @@ def check_stream(
         prev = rec.hash
         last_position = rec.position
     if unpositioned is not None:
-        unpositioned[-1] = below
+        unpositioned.append(below)
     stored = len(records)
     if head is None:
         last = records[-1] if records else None

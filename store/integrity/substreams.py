@@ -30,7 +30,7 @@ from chatledger.store.integrity.chain import NO_SUBSTREAMS, substream_mark, with
 if TYPE_CHECKING:
     from chatledger.store.handle import Store
 
-__all__ = ["difference", "named_missing", "record_of"]
+__all__ = ["named_missing", "record_of"]
 
 _SIDE_NAMES = ("model", "turns", "summary")
 """Side streams any conversation may have (recorded model responses, the turn lease, window summaries)."""
@@ -42,11 +42,6 @@ def record_of(stream_ids: Iterable[str], signing_key: bytes | None) -> str:
     for stream_id in stream_ids:
         record = with_substream(record, stream_id, signing_key)
     return record
-
-
-def difference(recorded: str, found: str) -> str:
-    """What separates two records: the XOR of the marks of the streams in one and not the other."""
-    return f"{int(recorded, 16) ^ int(found, 16):064x}"
 
 
 def named_missing(store: Store, conversation_id: str, missing: str) -> str | None:

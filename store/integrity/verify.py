@@ -53,9 +53,9 @@ from typing import TYPE_CHECKING, Any
 
 from chatledger.store.backends.recorder import CALL_SEPARATOR, Record, StreamHead
 from chatledger.store.errors import IntegrityError
-from chatledger.store.integrity.chain import is_record
+from chatledger.store.integrity.chain import is_record, xor_records
 from chatledger.store.integrity.check import ChainProblem, check_stream, is_legacy
-from chatledger.store.integrity.substreams import difference, named_missing, record_of
+from chatledger.store.integrity.substreams import named_missing, record_of
 
 if TYPE_CHECKING:
     from chatledger.store.handle import Store
@@ -217,6 +217,8 @@ def verify(
         if head is not None and head.stream_id == head.conversation_id:
             if head.kind == "conversation" and head.substreams is not None:
                 owners[stream_id] = head
+            elif head.kind == "conversation":
+                report.untracked += 1
         elif head is not None:
             owned.setdefault(head.conversation_id, []).append(stream_id)
         records = [r for r in store.recorder.read_stream(stream_id) if r.tenant == store.tenant]
@@ -237,14 +239,14 @@ def verify(
             report.problems.append(found)
     report.problems += [_gone(c, v) for c, (_, v) in expected.items()]
     report.unpositioned = sum(unpositioned)
-    report.untracked = sum(1 for h in _conversation_heads(store, conversation_id) if h.substreams is None)
     for owner, head in owners.items():
         found_record = record_of(owned.get(owner, ()), store.signing_key)
         if not is_record(head.substreams):
             detail = "the record its head keeps of its tool-call and side streams is not a record: it was edited"
             report.problems.append(ChainProblem(owner, owner, head.version, None, "changed", detail))
         elif found_record != head.substreams:
-            unrecorded = _unrecorded(store, head, difference(str(head.substreams), found_record))
+            # What separates the two records: the XOR of the marks of the streams in one and not the other.
+            unrecorded = _unrecorded(store, head, xor_records(str(head.substreams), found_record))
             named = (unrecorded.stream_id, unrecorded.kind, unrecorded.version)
             if named not in {(p.stream_id, p.kind, p.version) for p in report.problems}:  # a kept head named it
                 report.problems.append(unrecorded)
@@ -258,11 +260,6 @@ def verify(
             if not any(after < first and last < before for after, before in skipped)
         ]
     return report
-
-
-def _conversation_heads(store: Store, conversation_id: str | None) -> list[StreamHead]:
-    heads = store.recorder.list_heads("conversation", store.tenant, conversation_id=conversation_id)
-    return [h for h in heads if h.stream_id == h.conversation_id]
 
 
 def _unrecorded(store: Store, head: StreamHead, missing: str) -> ChainProblem:

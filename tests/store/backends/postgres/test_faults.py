@@ -10,9 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -69,18 +67,6 @@ def test_connection_killed_inside_a_transaction_writes_nothing(postgres_url: str
         assert _contents(store, conv) == ["once"]
     finally:
         store.close()
-
-
-@pytest.fixture
-def proxied(postgres_url: str) -> Iterator[tuple[Store, DroppingProxy]]:
-    """A store whose only connection runs through a proxy that can drop traffic."""
-    parts = urlsplit(postgres_url)
-    proxy = DroppingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    url = postgres_url.replace(f"{parts.hostname}:{parts.port or 5432}", f"127.0.0.1:{proxy.port}", 1)
-    store = open_store(url, pool_min=1, pool_max=1, timeout=5)
-    yield store, proxy
-    store.close()
-    proxy.close()
 
 
 def test_lost_commit_reply_is_settled_as_committed(proxied: tuple[Store, DroppingProxy]) -> None:
